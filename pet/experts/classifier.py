@@ -1,0 +1,140 @@
+"""Which expert domain does a query belong to? A MiniLM-embedding classifier over registered exemplars.
+
+    clf = DomainClassifier.from_registry(reg, Embedder(), floor=cfg.router.domain_similarity_floor)
+    clf.classify("How do I open a file with pathlib?")   # ("python", 0.61)
+    clf.classify("Who painted the Mona Lisa?")            # (None, 0.12) -> no expert, use T
+
+Two scoring methods (compared side by side in ``benchmarks/domain_routing.py``):
+
+- ``centroid``: cosine similarity to the L2-normalised mean exemplar of each domain.
+- ``knn``: mean cosine similarity of the ``k`` most similar exemplars of each domain.
+
+The best domain wins if its score reaches ``floor``; otherwise the answer is ``None`` (out of domain).
+A classifier built with :meth:`from_registry` re-reads the registry when its domains change (checked at
+most every ``refresh_s`` seconds), so a domain registered while a gateway runs is routed to without a
+redeploy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pet.experts.registry import CorruptAdapterError, ExpertRegistry, UnknownDomainError
+
+METHODS = ("centroid", "knn")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+class DomainClassifier:
+    """Nearest-centroid or k-NN domain classifier with a similarity floor ("none" for out-of-domain)."""
+
+    def __init__(self, exemplars: dict[str, np.ndarray], embedder: Any = None, floor: float = 0.35,
+                 method: str = "centroid", k: int = 5):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        self.embedder = embedder
+        self.floor = float(floor)
+        self.method = method
+        self.k = int(k)
+        self._registry: ExpertRegistry | None = None
+        self._stamp: tuple = ()
+        self._checked = 0.0
+        self.refresh_s = 2.0
+        self._set(exemplars)
+
+    def _set(self, exemplars: dict[str, np.ndarray]) -> None:
+        # Domains with no exemplars cannot be routed to by similarity; they stay reachable by explicit tier "e".
+        self.exemplars = {d: _unit(v) for d, v in sorted(exemplars.items()) if len(v)}
+        self.domains = list(self.exemplars)
+        self.centroids = (_unit(np.stack([v.mean(0) for v in self.exemplars.values()]))
+                          if self.domains else np.zeros((0, 1), np.float32))
+
+    @classmethod
+    def from_registry(cls, registry: ExpertRegistry, embedder: Any = None, floor: float = 0.35,
+                      method: str = "centroid", k: int = 5) -> DomainClassifier:
+        """Build from every registered domain's exemplars; follows later registry changes."""
+        clf = cls({}, embedder, floor, method, k)
+        clf._registry = registry
+        clf.reload()
+        return clf
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Hot reload
+
+    def _registry_stamp(self) -> tuple:
+        assert self._registry is not None
+        return tuple((r.name, r.fingerprint) for r in self._registry.records())
+
+    def reload(self) -> bool:
+        """Re-read the registry now; returns True when the set of domains or their files changed."""
+        if self._registry is None:
+            return False
+        self._checked = time.monotonic()
+        stamp = self._registry_stamp()
+        if stamp == self._stamp:
+            return False
+        data = {}
+        for name, _ in stamp:
+            try:
+                data[name] = self._registry.exemplars(name)
+            except (UnknownDomainError, CorruptAdapterError, OSError, ValueError):
+                continue  # removed meanwhile or corrupted: not routable, never fatal
+        self._set(data)
+        self._stamp = stamp
+        return True
+
+    def _maybe_reload(self) -> None:
+        if self._registry is not None and time.monotonic() - self._checked >= self.refresh_s:
+            self.reload()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Scoring
+
+    def scores_embedding(self, vec: np.ndarray) -> dict[str, float]:
+        """Similarity of one embedding to every domain (no floor applied)."""
+        self._maybe_reload()
+        if not self.domains:
+            return {}
+        v = _unit(np.asarray(vec, dtype=np.float32).reshape(-1))
+        if self.method == "centroid":
+            sims = self.centroids @ v
+            return {d: float(s) for d, s in zip(self.domains, sims, strict=True)}
+        out = {}
+        for d, ex in self.exemplars.items():
+            s = ex @ v
+            top = np.sort(s)[-min(self.k, len(s)):]
+            out[d] = float(top.mean())
+        return out
+
+    def classify_embedding(self, vec: np.ndarray) -> tuple[str | None, float]:
+        """(best domain or None when its score is below the floor, best score)."""
+        scores = self.scores_embedding(vec)
+        if not scores:
+            return None, 0.0
+        best = max(scores, key=scores.__getitem__)
+        score = scores[best]
+        return (best if score >= self.floor else None), score
+
+    def classify(self, text: str) -> tuple[str | None, float]:
+        """Embed ``text`` with the embedder and classify it."""
+        return self.classify_batch([text])[0]
+
+    def classify_batch(self, texts: Sequence[str]) -> list[tuple[str | None, float]]:
+        """Classify several texts with one embedding pass."""
+        if self.embedder is None:
+            raise RuntimeError("this DomainClassifier has no embedder; use classify_embedding")
+        if not texts:
+            return []
+        vecs = self.embedder.encode(list(texts))
+        return [self.classify_embedding(v) for v in vecs]
