@@ -208,9 +208,16 @@ class CryptoConfig(StrictModel):
     """Encryption of everything a device sends to the cloud."""
 
     suite: HpkeSuite = Field(HpkeSuite.x25519_sha256_aes256gcm, description="HPKE suite")
-    keys_dir: str | None = Field(None, description="key folder (default: <models_dir>/../keys)")
+    keys_dir: str | None = Field(None, description="key folder (default: <models_dir>/../.pet/keys)")
     replay_window_s: float = Field(300.0, gt=0, description="accepted clock skew / replay window in seconds")
+    replay_cache_size: int = Field(
+        100_000, ge=16, description="request ids remembered per gateway replica for replay refusal"
+    )
+    max_envelope_bytes: int = Field(1 << 20, ge=1024, description="largest accepted ciphertext (base64url chars)")
     key_grace_period_s: float = Field(86400.0, ge=0, description="a rotated-out key stays valid this long")
+    bundle_public_key: str | None = Field(
+        None, description="Ed25519 public key file devices trust for bundles (default: <keys_dir>/signing.pub)"
+    )
     allow_plaintext: bool = Field(False, description="DEVELOPMENT ONLY: accept unencrypted requests")
 
 
