@@ -239,6 +239,76 @@ class LedgerConfig(StrictModel):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Personalisation (cloud-device collaborative data augmentation, per-user LoRA)
+
+
+class AugmentFilterConfig(StrictModel):
+    """What a synthetic sample must pass before the device trains on it (see pet.personalize.augment)."""
+
+    min_chars: int = Field(2, ge=1, description="shorter candidates are dropped")
+    max_chars: int = Field(280, ge=1, description="longer candidates are dropped")
+    min_similarity: float = Field(
+        0.15, ge=-1, le=1, description="MiniLM cosine to the nearest shared sample below which it is off-topic"
+    )
+    max_similarity: float = Field(
+        0.95, ge=-1, le=1, description="cosine to the nearest shared sample at or above which it is a near-copy"
+    )
+    max_ngram: int = Field(
+        6, ge=2, le=64, description="a word n-gram this long shared with any shared sample counts as verbatim copying"
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AugmentFilterConfig:
+        if self.max_chars < self.min_chars:
+            raise ValueError("max_chars must be >= min_chars")
+        if self.max_similarity <= self.min_similarity:
+            raise ValueError("max_similarity must be > min_similarity")
+        return self
+
+
+class PersonalizationConfig(StrictModel):
+    """Per-user personalisation: encrypted store, share selection, cloud augmentation, device LoRA."""
+
+    base_model: str = Field(
+        "smollm2-135m-instruct", description="torch P model the device fine-tunes (builtin name or local HF folder)"
+    )
+    max_data_bytes: int = Field(1_000_000, ge=1, description="largest personal data file or store accepted")
+    max_messages: int = Field(5000, ge=1, description="largest number of personal messages used for training")
+    scrypt_n: int = Field(1 << 15, ge=1 << 10, le=1 << 22, description="scrypt cost for passphrase-derived store keys")
+    synthetic_default: int = Field(32, ge=0, le=10000, description="synthetic samples when --synthetic is unset")
+    synthetic_max: int = Field(512, ge=0, le=100000, description="largest synthetic count one request may ask")
+    max_shared: int = Field(256, ge=1, description="largest number of shared samples one augment request may carry")
+    examples_per_prompt: int = Field(5, ge=1, le=32, description="shared samples shown to T in one prompt")
+    oversample: float = Field(2.0, ge=1, le=10, description="candidates generated per requested sample")
+    gen_max_new_tokens: int = Field(40, ge=1, le=512, description="tokens T may write per candidate")
+    gen_temperature: float = Field(0.9, ge=0, le=5, description="T sampling temperature for candidates")
+    gen_top_p: float = Field(0.95, gt=0, le=1, description="T nucleus mass for candidates")
+    filter: AugmentFilterConfig = Field(default_factory=AugmentFilterConfig)
+    lora_rank: int = Field(8, ge=1, le=256, description="LoRA rank")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA alpha (scale = alpha / rank)")
+    lora_layers: int = Field(
+        8, ge=0, le=256, description="LoRA on the top N decoder layers only (0: all); backward stops below them"
+    )
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1, description="module names that get LoRA",
+    )
+    steps: int = Field(30, ge=1, le=100000, description="optimizer steps")
+    batch_size: int = Field(8, ge=1, le=512, description="examples per step")
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate")
+    max_seq_len: int = Field(96, ge=8, le=4096, description="tokens per training example (longer are truncated)")
+    context_turns: int = Field(3, ge=0, le=64, description="previous conversation turns kept as context")
+    export_quantize: Literal["none", "int8", "int4"] = Field("int8", description="quantisation of the exported bundle")
+    torch_threads: int = Field(1, ge=1, le=64, description="torch threads for device-side training")
+    seed: int = Field(0, description="seed for share selection, prompts and training")
+
+    @field_validator("base_model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        return _check_model_ref(v, BUILTIN_MODELS)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Serve graph and the whole platform
 
 
@@ -294,4 +364,5 @@ class PetConfig(StrictModel):
     router: RouterConfig = Field(default_factory=RouterConfig)
     crypto: CryptoConfig = Field(default_factory=CryptoConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    personalization: PersonalizationConfig = Field(default_factory=PersonalizationConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
