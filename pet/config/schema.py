@@ -233,9 +233,15 @@ class LedgerConfig(StrictModel):
     """Usage metering and contribution rewards."""
 
     enabled: bool = Field(True, description="meter requests")
-    path: str | None = Field(None, description="SQLite file (default: <models_dir>/../ledger.sqlite)")
+    path: str | None = Field(None, description="SQLite file (default: <models_dir>/../.pet/ledger.sqlite)")
     prices: TierPrices = Field(default_factory=TierPrices)
     reward_per_sample: float = Field(0.01, ge=0, description="credit per contributed sample that is used")
+    busy_timeout_s: float = Field(
+        5.0, gt=0, le=600, description="a writer waits this long for another writer's lock before failing"
+    )
+    synchronous: Literal["full", "normal"] = Field(
+        "full", description="SQLite synchronous mode: full = each event fsynced (durable), normal = faster"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,18 @@
+"""Prometheus counters of the ledger, registered once per process in the default registry.
+
+Labels are bounded: the tier (p, e, t) and an operation name. User ids never become labels: they are
+unbounded and personal; per-user totals live in the ledger itself (``pet ledger show``).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+REQUESTS = Counter("pet_ledger_requests", "Requests metered by the ledger", ["tier"])
+TOKENS = Counter("pet_ledger_tokens", "Tokens metered by the ledger", ["tier", "kind"])
+COST = Counter("pet_ledger_cost", "Cost charged to users (price units)", ["tier"])
+REWARDS = Counter("pet_ledger_rewards", "Rewards credited to contributors (price units)", ["tier"])
+DUPLICATES = Counter("pet_ledger_duplicates", "Events ignored because their id was already recorded", ["kind"])
+FAILURES = Counter(
+    "pet_ledger_failures", "Metering operations that failed; the user request was answered anyway", ["operation"]
+)
