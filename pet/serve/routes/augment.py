@@ -1,0 +1,39 @@
+"""``POST /v1/augment``: the device's shared samples in, synthetic samples in the user's style out.
+
+The body is ``{"pet_envelope": ...}`` sealed by :class:`pet.security.envelope.DeviceCrypto` over
+``{"shared": [str], "n": int, "seed": int}``; the reply ``{"samples": [str], "stats": {...}}`` is sealed back.
+Plaintext bodies are refused with 400 unless ``crypto.allow_plaintext`` (development). Errors are JSON:
+400 for a malformed payload (the message names the field, never its content), 503 when no Augmenter is
+bound into the Serve graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def register_routes(app: Any, gateway_getter: Callable[[], Any]) -> None:
+    """Add ``POST /v1/augment`` to the gateway's FastAPI ``app``."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    @app.post("/v1/augment")
+    async def augment_route(request: Request) -> JSONResponse:
+        """POST /v1/augment: generate filtered synthetic samples from a user's shared samples."""
+        # Imported here: the gateway module imports this package while it is itself being imported.
+        from pet.personalize.augment import AugmentRequestError, parse_request
+        from pet.serve.gateway import open_body, read_json, seal_reply
+        from pet.serve.schemas import ApiError
+
+        gw = gateway_getter()
+        data = await read_json(request, gw.max_body_bytes)
+        payload, reply = await open_body(gw, data)
+        try:
+            parse_request(payload, gw.cfg.personalization)
+        except AugmentRequestError as err:
+            raise ApiError(400, "invalid_request", str(err)) from None
+        if getattr(gw, "augmenter", None) is None:
+            raise ApiError(503, "no_augmenter", "this gateway has no Augmenter deployment")
+        result = await gw.augmenter.augment.remote(payload)
+        return JSONResponse(seal_reply(reply, result))
