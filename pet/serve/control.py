@@ -1,0 +1,199 @@
+"""Start, inspect and stop the Serve application (what ``pet deploy/status/shutdown`` call).
+
+A local deployment starts Ray with ``address="local"`` (a leftover cluster file from ``ray start`` would
+make a plain ``ray.init()`` join a stranger's cluster). ``deploy(..., detach=True)`` without an address
+starts a persistent head with ``ray start`` instead, so the application outlives this process. The state
+of the last deployment (pid, url, address) is kept in ``<state_dir>/serve.json`` for status/shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pet.config.schema import PetConfig
+from pet.io import atomic_write_json
+
+
+def state_file() -> Path:
+    """Where the last deployment's facts are kept."""
+    from pet.paths import state_dir
+
+    return state_dir() / "serve.json"
+
+
+def read_state() -> dict[str, Any] | None:
+    """The last deployment's facts, or None."""
+    try:
+        return json.loads(state_file().read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def base_url(cfg: PetConfig) -> str:
+    """The HTTP address of the gateway for a config."""
+    host = "127.0.0.1" if cfg.serve.http.host in ("0.0.0.0", "::") else cfg.serve.http.host
+    prefix = cfg.serve.route_prefix.rstrip("/")
+    return f"http://{host}:{cfg.serve.http.port}{prefix}"
+
+
+def _quiet_env() -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def start_ray(cfg: PetConfig, address: str | None = None, detach: bool = False) -> dict[str, Any]:
+    """Connect to (or start) Ray; returns facts for the state file."""
+    _quiet_env()
+    import ray
+
+    started = False
+    if address in (None, "local") and detach:
+        cmd = ["ray", "start", "--head", "--include-dashboard=false", "--disable-usage-stats"]
+        if cfg.serve.ray_num_cpus:
+            cmd.append(f"--num-cpus={cfg.serve.ray_num_cpus}")
+        bin_dir = Path(sys.executable).parent
+        cmd[0] = str(bin_dir / "ray") if (bin_dir / "ray").exists() else "ray"
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        address, started = "auto", True
+    if address in (None, "local"):
+        ray.init(address="local", num_cpus=cfg.serve.ray_num_cpus, include_dashboard=False,
+                 log_to_driver=False, ignore_reinit_error=True)
+        address = "local"
+    else:
+        ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
+    return {"address": address, "started_cluster": started}
+
+
+def deploy(cfg: PetConfig, address: str | None = None, detach: bool = False, wait_s: float = 300.0,
+           log: Any = print) -> dict[str, Any]:
+    """Deploy the graph and wait until ``/healthz`` answers; returns the state written to serve.json."""
+    from ray import serve
+
+    from pet.serve.app import build_app, logging_config
+
+    facts = start_ray(cfg, address, detach)
+    log(f"ray: connected ({facts['address']}); deploying application {cfg.serve.app_name!r} ...")
+    serve.start(http_options={"host": cfg.serve.http.host, "port": cfg.serve.http.port},
+                logging_config=logging_config(cfg))
+    t0 = time.monotonic()
+    serve.run(build_app(cfg), name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix,
+              logging_config=logging_config(cfg), blocking=False)
+    url = base_url(cfg)
+    wait_healthy(url, wait_s)
+    state = {**facts, "url": url, "pid": os.getpid(), "detached": detach, "app": cfg.serve.app_name,
+             "ready_s": round(time.monotonic() - t0, 1)}
+    atomic_write_json(state_file(), state)
+    return state
+
+
+def wait_healthy(url: str, timeout_s: float = 300.0) -> None:
+    """Poll ``GET /healthz`` until it answers 200 (raises TimeoutError)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"the gateway at {url} did not become healthy within {timeout_s:.0f} s")
+
+
+def block_until_signal(on_stop: Any) -> None:
+    """Sleep until SIGINT/SIGTERM, then call ``on_stop`` once."""
+    stop = {"flag": False}
+
+    def handler(signum: int, frame: Any) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    try:
+        while not stop["flag"]:
+            time.sleep(0.5)
+    finally:
+        on_stop()
+
+
+def stop_local(app_name: str | None = None) -> None:
+    """Shut Serve and Ray down from the process that deployed them."""
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+        try:
+            state_file().unlink()
+        except OSError:
+            pass
+
+
+def shutdown(address: str | None = None, timeout_s: float = 60.0) -> str:
+    """Stop the last deployment: signal its blocking ``pet deploy`` or shut Serve down on its cluster."""
+    state = read_state() or {}
+    pid = state.get("pid")
+    if pid and not state.get("detached") and _alive(pid) and pid != os.getpid():
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if _alive(pid):
+            raise TimeoutError(f"pet deploy (pid {pid}) did not stop within {timeout_s:.0f} s")
+        return f"stopped pet deploy (pid {pid})"
+    addr = address or ("auto" if state.get("detached") else None)
+    if addr is None:
+        raise RuntimeError("no running deployment is recorded; pass --address to reach a Ray cluster")
+    _quiet_env()
+    import ray
+    from ray import serve
+
+    ray.init(address=addr, log_to_driver=False, ignore_reinit_error=True)
+    serve.shutdown()
+    ray.shutdown()
+    msg = f"Serve shut down on {addr}"
+    if state.get("started_cluster"):
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "stop"], capture_output=True, check=False)
+        msg += "; stopped the Ray head started by pet deploy --detach"
+    try:
+        state_file().unlink()
+    except OSError:
+        pass
+    return msg
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def app_status(app_name: str) -> dict[str, Any]:
+    """Serve's status of one application: deployments with state and replica counts (needs a Ray connection)."""
+    from ray import serve
+
+    st = serve.status()
+    app = st.applications.get(app_name)
+    if app is None:
+        return {"app": app_name, "status": "NOT_FOUND", "deployments": {}}
+    deps = {}
+    for name, d in app.deployments.items():
+        deps[name] = {"status": str(getattr(d.status, "value", d.status)),
+                      "replicas": {str(getattr(k, "value", k)): v for k, v in d.replica_states.items()},
+                      "message": d.message}
+    return {"app": app_name, "status": str(getattr(app.status, "value", app.status)), "deployments": deps}

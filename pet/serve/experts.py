@@ -1,0 +1,158 @@
+"""``ExpertPool``: the E tier -- one shared base model with a PEFT LoRA adapter per registered domain.
+
+Adapters are loaded on demand through ``@serve.multiplexed`` keyed by domain (an LRU of
+``expert.max_adapters_per_replica`` adapters per replica); callers pick the domain with
+``handle.options(multiplexed_model_id=domain)``. Concurrent requests are merged by ``@serve.batch``,
+which Serve splits per multiplexed id, so every batch runs under one active adapter.
+
+Adapters come from the expert registry (``pet.experts.registry``), whose ``adapter_dir(name, verify=True)``
+checks the files' sha256 against the manifest; a ``CorruptAdapterError`` propagates to the gateway, which
+then answers from T for that request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from ray import serve
+
+from pet.serve.engine import ModelLock, resolve_payload, run_batch
+from pet.serve.traditional import load_tier_model
+
+
+class LoadedAdapter:
+    """What the multiplexed loader returns for one domain; Serve calls ``__del__`` on LRU eviction."""
+
+    def __init__(self, pool: ExpertPool, domain: str):
+        self.pool = pool
+        self.domain = domain
+
+    def __del__(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool._evict(self.domain)
+
+
+@serve.deployment(name="ExpertPool")
+class ExpertPool:
+    """The shared base plus LoRA adapters, one per domain, loaded lazily and evicted LRU."""
+
+    def __init__(self, cfg_dict: dict[str, Any]):
+        from pet.config.schema import PetConfig
+
+        self.cfg = PetConfig.model_validate(cfg_dict)
+        ec = self.cfg.expert
+        self.base = load_tier_model(ec.base_model, self.cfg.models_dir, ec.torch_threads)
+        self.peft: Any = None  # PeftModel wrapping the base once the first adapter is loaded
+        self.lm: Any = None  # CausalLM over the PeftModel
+        self.loaded: set[str] = set()
+        self.stale: set[str] = set()  # evicted but still in the PeftModel (deleted under the lock)
+        self.lock = ModelLock()
+        self.batching = ec.batching.enabled
+        self._batched.set_max_batch_size(ec.batching.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(ec.batching.batch_wait_timeout_s)
+
+        async def load(domain: str) -> LoadedAdapter:
+            await asyncio.to_thread(self._load_sync, domain)
+            return LoadedAdapter(self, domain)
+
+        self.get_adapter = serve.multiplexed(max_num_models_per_replica=ec.max_adapters_per_replica)(load)
+
+    # -- adapter management ----------------------------------------------------------------------------------
+
+    def _registry(self) -> Any:
+        from pet.experts.registry import ExpertRegistry
+
+        return ExpertRegistry.from_config(self.cfg)
+
+    def _load_sync(self, domain: str) -> None:
+        """Load (or re-activate) ``domain``'s adapter into the shared PeftModel."""
+        from peft import PeftModel
+
+        from pet.models.lm import CausalLM
+
+        folder = self._registry().adapter_dir(domain, verify=True)  # CorruptAdapterError on tampering
+        with self.lock:
+            if domain in self.loaded and domain not in self.stale:
+                return
+            if domain in self.stale:  # evicted but never deleted: reuse it
+                self.stale.discard(domain)
+                return
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.base.model, str(folder), adapter_name=domain)
+                self.peft.eval()
+                self.lm = CausalLM(self.peft, self.base.tokenizer, name=f"{self.base.name}+lora")
+            else:
+                self.peft.load_adapter(str(folder), adapter_name=domain)
+            self.loaded.add(domain)
+            self._drop_stale()
+
+    def _drop_stale(self) -> None:
+        # PEFT refuses to delete the last adapter, so evictions are applied once a newer one is present.
+        for name in sorted(self.stale):
+            if len(self.loaded) > 1:
+                self.peft.delete_adapter(name)
+                self.loaded.discard(name)
+                self.stale.discard(name)
+
+    def _evict(self, domain: str) -> None:
+        with self.lock:
+            if domain in self.loaded:
+                self.stale.add(domain)
+
+    def _run(self, domain: str, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if domain not in self.loaded or domain in self.stale:
+            self._load_sync(domain)  # evicted between the multiplexed load and this batch
+        with self.lock:
+            self.peft.set_adapter(domain)
+            out = run_batch(self.lm, payloads)
+        for r in out:
+            r["domain"] = domain
+            r["replica"] = self._replica_name()
+            r["loaded_adapters"] = len(self.loaded - self.stale)
+        return out
+
+    # -- requests ----------------------------------------------------------------------------------------------
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _batched(self, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        by_domain: dict[str, list[int]] = {}
+        for i, (domain, _) in enumerate(items):
+            by_domain.setdefault(domain, []).append(i)
+        results: list[dict[str, Any]] = [{} for _ in items]
+        for domain, idx in by_domain.items():
+            out = await asyncio.to_thread(self._run, domain, [items[i][1] for i in idx])
+            for i, r in zip(idx, out, strict=True):
+                results[i] = r
+        return results
+
+    async def generate(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Answer one payload with the adapter of the request's multiplexed id (or ``payload["domain"]``)."""
+        domain = serve.get_multiplexed_model_id() or payload.get("domain")
+        if not domain:
+            raise ValueError("ExpertPool.generate needs a domain (multiplexed_model_id)")
+        await self.get_adapter(domain)
+        payload = resolve_payload(payload, self.cfg.expert.generation)
+        if self.batching:
+            return await self._batched((domain, payload))
+        return (await asyncio.to_thread(self._run, domain, [payload]))[0]
+
+    def _replica_name(self) -> str:
+        try:
+            return serve.get_replica_context().replica_id.unique_id
+        except Exception:  # outside a replica (direct construction in a test)
+            return str(os.getpid())
+
+    def stats(self) -> dict[str, Any]:
+        """Replica facts: loaded adapters and the actor name (tests use it to kill this replica)."""
+        import ray
+
+        return {"pid": os.getpid(), "replica": self._replica_name(), "actor_name": ray.get_runtime_context()
+                .get_actor_name(), "loaded_adapters": sorted(self.loaded - self.stale), "batching": self.batching}
+
+    def check_health(self) -> None:
+        """Serve health check: the base model must still be loaded."""
+        if self.base is None:
+            raise RuntimeError("base model not loaded")

@@ -1,0 +1,220 @@
+"""``Gateway``: the FastAPI ingress of the Serve graph (HTTP API of interface 3).
+
+Routes: ``POST /v1/generate``, ``GET /v1/experts``, ``GET /v1/keys``, ``GET /v1/status``, ``GET /healthz``,
+``GET /metrics``, plus every module of :mod:`pet.serve.routes` (``register_routes(app, gateway_getter)``).
+The routing logic lives in :meth:`Gateway.generate` (a plaintext payload in, a response dict out), so
+extra routes reuse it. Bodies are either plaintext JSON (refused unless ``crypto.allow_plaintext``) or
+``{"pet_envelope": ...}`` opened with the security module's ``GatewayCrypto``; the reply is then sealed.
+Nothing here logs or labels prompt text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+
+from pet.serve.metrics import gateway_metrics
+from pet.serve.policy import TierCaller
+from pet.serve.schemas import ApiError
+
+app = FastAPI(title="pet gateway", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+_LIVE: dict[str, Any] = {}
+
+
+def gateway_getter() -> Gateway:
+    """The live Gateway replica instance of this process (for extra routes)."""
+    gw = _LIVE.get("gateway")
+    if gw is None:
+        raise ApiError(503, "starting", "the gateway is starting", {"Retry-After": "1"})
+    return gw
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Error handling: JSON everywhere, the right status, never a 500 for bad input
+
+
+@app.exception_handler(ApiError)
+async def _api_error(request: Request, err: ApiError) -> JSONResponse:
+    gateway_metrics().observe_error(err.status, err.code)
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e.get("loc", ())) or "body"
+        parts.append(f"{loc}: {'invalid JSON' if e.get('type') == 'json_invalid' else e.get('msg')}")
+    status = 400 if any(e.get("type") == "json_invalid" for e in err.errors()) else 422
+    return await _api_error(request, ApiError(status, "invalid_request", "; ".join(parts)))
+
+
+@app.exception_handler(Exception)
+async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+    # Only the class name: an exception message could quote request content.
+    return await _api_error(request, ApiError(500, "internal", f"internal error ({type(err).__name__})"))
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The decoded JSON body; ApiError 400/413 for empty, oversized or malformed bodies."""
+    raw = await request.body()
+    if len(raw) > max_bytes:
+        raise ApiError(413, "too_large", f"the body is {len(raw)} bytes; the limit is {max_bytes}")
+    if not raw.strip():
+        raise ApiError(400, "invalid_json", "the body is empty; send a JSON object")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ApiError(400, "invalid_json", f"malformed JSON at byte {getattr(err, 'pos', 0)}") from None
+
+
+async def open_body(gw: Gateway, data: Any) -> tuple[Any, Any]:
+    """Split a request body into (plaintext payload, reply sealer or None), enforcing the plaintext policy."""
+    if isinstance(data, dict) and "pet_envelope" in data:
+        if len(data) != 1:
+            raise ApiError(400, "invalid_envelope", "an encrypted body holds only 'pet_envelope'")
+        crypto = gw.crypto()
+        try:
+            payload, reply = await asyncio.to_thread(crypto.open, data["pet_envelope"])
+        except Exception as err:  # EnvelopeError: generic on purpose (no oracle for attackers)
+            reason = getattr(err, "reason", None) or "invalid"
+            gateway_metrics().errors.labels(status="400", code=f"envelope_{reason}"[:48]).inc()
+            raise ApiError(400, "invalid_envelope", "the envelope could not be opened") from None
+        return payload, reply
+    if not gw.cfg.crypto.allow_plaintext:
+        raise ApiError(400, "plaintext_refused", "plaintext requests are refused; fetch GET /v1/keys and send "
+                       "{\"pet_envelope\": ...} (or set crypto.allow_plaintext for development)")
+    return data, None
+
+
+def seal_reply(reply: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """Wrap a response for an encrypted request."""
+    if reply is None:
+        return result
+    sealed = reply.seal(result)
+    return sealed if isinstance(sealed, dict) and "pet_envelope" in sealed else {"pet_envelope": sealed}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Routes
+
+
+@app.post("/v1/generate")
+async def generate_route(request: Request) -> JSONResponse:
+    """POST /v1/generate: plaintext or encrypted; see :meth:`Gateway.generate`."""
+    gw = gateway_getter()
+    data = await read_json(request, gw.max_body_bytes)
+    payload, reply = await open_body(gw, data)
+    result = await gw.generate(payload)
+    return JSONResponse(seal_reply(reply, result))
+
+
+@app.get("/v1/experts")
+async def experts_route() -> JSONResponse:
+    """GET /v1/experts: registered domains and the adapters loaded on the expert replicas."""
+    return JSONResponse(await gateway_getter().experts_info())
+
+
+@app.get("/v1/keys")
+async def keys_route() -> JSONResponse:
+    """GET /v1/keys: the gateway's public keys for clients to encrypt to."""
+    return JSONResponse(gateway_getter().crypto().public_keys())
+
+
+@app.get("/v1/status")
+async def status_route() -> JSONResponse:
+    """GET /v1/status: Serve deployment states (what `pet status` prints)."""
+    return JSONResponse(await gateway_getter().status())
+
+
+@app.get("/healthz")
+async def healthz_route() -> JSONResponse:
+    """GET /healthz: the gateway is up and holds its handles."""
+    gw = gateway_getter()
+    return JSONResponse({"status": "ok", "app": gw.cfg.serve.app_name, "plaintext_allowed":
+                         gw.cfg.crypto.allow_plaintext, "augmenter": gw.augmenter is not None})
+
+
+@app.get("/metrics")
+async def metrics_route() -> Response:
+    """GET /metrics: Prometheus text of this gateway process."""
+    body, ctype = gateway_metrics().render()
+    return Response(content=body, media_type=ctype)
+
+
+def _include_extra_routes() -> list[str]:
+    from pet.serve.routes import include_routes
+
+    return include_routes(app, gateway_getter)
+
+
+EXTRA_ROUTE_MODULES = _include_extra_routes()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The deployment
+
+
+@serve.deployment(name="Gateway")
+@serve.ingress(app)
+class Gateway(TierCaller):
+    """Ingress: validates requests, picks the tier and domain, calls T and E through DeploymentHandles."""
+
+    def __init__(self, cfg_dict: dict[str, Any], traditional: Any, experts: Any, augmenter: Any = None):
+        from pet.config.schema import PetConfig
+
+        cfg = PetConfig.model_validate(cfg_dict)
+        super().__init__(cfg, traditional, experts)
+        self.augmenter = augmenter
+        self.max_body_bytes = max(1 << 20, cfg.serve.gateway.max_prompt_chars * 8)
+        self._crypto: Any = None
+        self._status_cache: tuple[float, dict[str, Any]] = (0.0, {})
+        _LIVE["gateway"] = self
+
+    def crypto(self) -> Any:
+        """The security module's GatewayCrypto, loaded on first use (404 when the module is absent)."""
+        if self._crypto is None:
+            try:
+                from pet.security.envelope import GatewayCrypto
+            except ImportError:
+                raise ApiError(404, "no_crypto", "encryption is not available on this gateway") from None
+            self._crypto = GatewayCrypto.from_config(self.cfg)
+        return self._crypto
+
+    async def experts_info(self) -> dict[str, Any]:
+        """Registered domains (name, base model, created, metrics) and adapters loaded per replica."""
+        out = []
+        reg = self.registry()
+        for name in self.domains(refresh=True):
+            try:
+                rec = reg.get(name)
+                out.append({"name": name, "base_model": rec.base_model, "created": rec.created,
+                            "exemplars": rec.exemplar_count, "metrics": rec.metrics})
+            except Exception:  # removed or broken between listing and reading
+                out.append({"name": name, "error": "unreadable"})
+        loaded: dict[str, Any] = {}
+        try:
+            stats = await asyncio.wait_for(self.experts.stats.remote(), timeout=2.0)
+            loaded[stats["replica"]] = stats["loaded_adapters"]
+        except Exception:
+            pass
+        return {"experts": out, "loaded_adapters": loaded}
+
+    async def status(self) -> dict[str, Any]:
+        """Serve's view of the deployments of this application (cached for 2 s)."""
+        when, cached = self._status_cache
+        if time.monotonic() - when < 2.0:
+            return cached
+        from pet.serve.control import app_status
+
+        result = await asyncio.to_thread(app_status, self.cfg.serve.app_name)
+        result["experts"] = await self.experts_info()
+        self._status_cache = (time.monotonic(), result)
+        return result

@@ -1,0 +1,63 @@
+"""Prometheus metrics of the gateway process, served at ``GET /metrics``.
+
+Labels are fixed vocabularies (tier, outcome, reason, direction, replica id); prompt text never appears in
+a label. One set of collectors per process, created on first use in a private registry so that a
+re-imported module (tests, Serve restarts in one worker) never double-registers.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class GatewayMetrics:
+    """The collectors the gateway updates."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("pet_requests", "Requests by answering tier and outcome", ["tier", "outcome"],
+                                registry=r)
+        self.escalations = Counter("pet_escalations", "Escalations between tiers by reason",
+                                   ["from_tier", "to_tier", "reason"], registry=r)
+        self.fallbacks = Counter("pet_fallbacks", "Expert failures answered by T, by reason", ["reason"],
+                                 registry=r)
+        self.latency = Histogram("pet_request_latency_seconds", "End-to-end latency by answering tier", ["tier"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.tier_latency = Histogram("pet_tier_call_seconds", "Latency of one call into a tier deployment",
+                                      ["tier"], buckets=LATENCY_BUCKETS, registry=r)
+        self.tokens = Counter("pet_tokens", "Tokens by tier and direction (in = prompt, out = completion)",
+                              ["tier", "direction"], registry=r)
+        self.loaded_adapters = Gauge("pet_loaded_adapters", "LoRA adapters loaded, by expert replica",
+                                     ["replica"], registry=r)
+        self.errors = Counter("pet_client_errors", "Refused requests by HTTP status and code",
+                              ["status", "code"], registry=r)
+
+    def observe_answer(self, tier: str, latency_s: float, usage: dict[str, Any]) -> None:
+        """Count one answered request."""
+        self.requests.labels(tier=tier, outcome="ok").inc()
+        self.latency.labels(tier=tier).observe(latency_s)
+        self.tokens.labels(tier=tier, direction="in").inc(int(usage.get("prompt_tokens", 0)))
+        self.tokens.labels(tier=tier, direction="out").inc(int(usage.get("completion_tokens", 0)))
+
+    def observe_error(self, status: int, code: str, tier: str = "none") -> None:
+        """Count one refused or failed request."""
+        self.errors.labels(status=str(status), code=code).inc()
+        self.requests.labels(tier=tier, outcome="client_error" if status < 500 else "server_error").inc()
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+@lru_cache(maxsize=1)
+def gateway_metrics() -> GatewayMetrics:
+    """The process-wide collectors."""
+    return GatewayMetrics()

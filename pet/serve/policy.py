@@ -1,0 +1,224 @@
+"""What the gateway does with one request: choose tier and domain, call the tiers, fall back, count.
+
+:class:`TierCaller` is the Ray-free half of the Gateway deployment: it holds the DeploymentHandles of T
+and E, the expert registry and the domain chooser. Tier ``"t"`` goes to T; ``"e"`` to the named (or
+classified) domain's adapter; ``"auto"`` picks a domain with the router (``pet.router.cloud.CloudRouter``
+when present, else the registry's ``DomainClassifier``) and escalates E -> T when the router finds the
+expert's answer not good enough. An expert that fails or times out is answered from T with
+``fallback: true`` and a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from pet.serve.metrics import gateway_metrics
+from pet.serve.schemas import ApiError, GenerateRequest, Tier, parse_generate
+
+log = logging.getLogger("ray.serve")
+
+
+def fallback_reason(err: BaseException) -> str:
+    """A short, fixed reason for an expert failure (used in responses and metric labels)."""
+    names = {c.__name__ for c in type(err).__mro__}
+    text = str(err)
+    if isinstance(err, asyncio.TimeoutError | TimeoutError) or "GetTimeoutError" in names:
+        return "timeout"
+    if "CorruptAdapterError" in names or "CorruptAdapterError" in text:
+        return "corrupt_adapter"
+    if "BackPressureError" in names:
+        return "overloaded"
+    if names & {"ActorDiedError", "RayActorError", "ActorUnavailableError", "ActorUnschedulableError"}:
+        return "replica_died"
+    if "UnknownDomainError" in names or "UnknownDomainError" in text:
+        return "unknown_domain"
+    return "expert_error"
+
+
+class TierCaller:
+    """Routing and fault handling over T and E handles (see module docstring)."""
+
+    def __init__(self, cfg: Any, traditional: Any, experts: Any):
+        self.cfg = cfg
+        self.traditional = traditional
+        self.experts = experts
+        self.metrics = gateway_metrics()
+        self._registry: Any = None
+        self._domains: tuple[float, list[str]] = (0.0, [])
+        self._router: Any = None
+        self._router_failed = False
+
+    # -- registry and domain choice ------------------------------------------------------------------------
+
+    def registry(self) -> Any:
+        """The expert registry (None when the experts package is missing)."""
+        if self._registry is None:
+            try:
+                from pet.experts.registry import ExpertRegistry
+            except ImportError:
+                return None
+            self._registry = ExpertRegistry.from_config(self.cfg)
+        return self._registry
+
+    def domains(self, refresh: bool = False) -> list[str]:
+        """Registered domains, re-listed at most every second (a new domain needs no redeploy)."""
+        when, names = self._domains
+        if refresh or time.monotonic() - when > 1.0:
+            reg = self.registry()
+            names = reg.names() if reg is not None else []
+            self._domains = (time.monotonic(), names)
+        return names
+
+    def router(self) -> Any:
+        """The cloud router: CloudRouter if the router package exists, else a DomainClassifier adapter."""
+        if self._router is None and not self._router_failed:
+            try:
+                import torch
+
+                from pet.models.embed import Embedder
+
+                torch.set_num_threads(self.cfg.traditional.torch_threads)
+                from pet.experts.classifier import DomainClassifier
+
+                clf = DomainClassifier.from_registry(self.registry(), Embedder(threads=1),
+                                                     floor=self.cfg.router.domain_similarity_floor)
+                try:
+                    from pet.router.cloud import CloudRouter
+
+                    self._router = CloudRouter.from_config(self.cfg, clf)
+                except ImportError:
+                    self._router = _ClassifierRouter(clf)
+            except Exception as err:  # no embedder prepared, etc.: auto falls back to T
+                log.warning("pet gateway: domain routing unavailable (%s)", type(err).__name__)
+                self._router_failed = True
+        return self._router
+
+    async def choose_domain(self, req: GenerateRequest) -> str | None:
+        """The domain for an ``auto``/``e`` request without an explicit domain (None: no expert matches)."""
+        if not self.domains():
+            return None
+        router = await asyncio.to_thread(self.router)
+        if router is None:
+            return None
+        domain = await asyncio.to_thread(router.choose_domain, req.routing_text())
+        return domain if domain in self.domains() else None
+
+    # -- tier calls -----------------------------------------------------------------------------------------
+
+    async def call_t(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """T's answer; BackPressure -> 503, deadline -> 504."""
+        from ray.serve.exceptions import BackPressureError
+
+        t0 = time.perf_counter()
+        resp = self.traditional.generate.remote(payload)
+        try:
+            out = await asyncio.wait_for(_await(resp), timeout=self.cfg.serve.gateway.request_timeout_s)
+        except BackPressureError:
+            raise ApiError(503, "overloaded", "the traditional model's queue is full; retry later",
+                           {"Retry-After": "1"}) from None
+        except TimeoutError:
+            resp.cancel()
+            raise ApiError(504, "timeout", "the traditional model did not answer in time") from None
+        self.metrics.tier_latency.labels(tier="t").observe(time.perf_counter() - t0)
+        if "error" in out:
+            raise ApiError(422, "invalid_prompt", out["error"])
+        return out
+
+    async def call_e(self, domain: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """E's answer for ``domain``; raises on failure or after ``expert.timeout_s``."""
+        t0 = time.perf_counter()
+        resp = self.experts.options(multiplexed_model_id=domain).generate.remote({**payload, "domain": domain})
+        try:
+            out = await asyncio.wait_for(_await(resp), timeout=self.cfg.expert.timeout_s)
+        except TimeoutError:
+            resp.cancel()
+            raise
+        self.metrics.tier_latency.labels(tier="e").observe(time.perf_counter() - t0)
+        if "replica" in out:
+            self.metrics.loaded_adapters.labels(replica=str(out["replica"])).set(out.get("loaded_adapters", 0))
+        if "error" in out:
+            raise ApiError(422, "invalid_prompt", out["error"])
+        return out
+
+    # -- the request ----------------------------------------------------------------------------------------
+
+    async def generate(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The /v1/generate logic on a plaintext payload (interface 3); raises ApiError for refusals."""
+        t0 = time.perf_counter()
+        req = parse_generate(payload)
+        gw = self.cfg.serve.gateway
+        if req.prompt_chars() > gw.max_prompt_chars:
+            raise ApiError(413, "prompt_too_long",
+                           f"the prompt has {req.prompt_chars()} characters; the limit is {gw.max_prompt_chars}")
+        limit = min(self.cfg.traditional.generation.max_new_tokens_limit,
+                    self.cfg.expert.generation.max_new_tokens_limit)
+        if req.max_new_tokens is not None and req.max_new_tokens > limit:
+            raise ApiError(422, "invalid_request", f"max_new_tokens: must be <= {limit}")
+        domain = req.domain
+        if domain is not None and domain not in self.domains(refresh=True):
+            raise ApiError(404, "unknown_domain", f"no expert domain named {domain!r} is registered")
+        base = {"prompt": req.prompt_value(), "max_new_tokens": req.max_new_tokens,
+                "temperature": req.temperature, "top_p": req.top_p}
+        if req.tier is not Tier.t and domain is None:
+            domain = await self.choose_domain(req)
+            if domain is None and req.tier is Tier.e:
+                raise ApiError(404, "unknown_domain", "tier 'e' needs a domain: none given and none matches")
+        escalation: list[str] = []
+        fallback_why: str | None = None
+        answer: dict[str, Any] | None = None
+        tier = "t"
+        if req.tier is not Tier.t and domain is not None:
+            escalation.append("e")
+            try:
+                answer = await self.call_e(domain, base)
+                tier = "e"
+            except ApiError:
+                raise
+            except Exception as err:
+                fallback_why = fallback_reason(err)
+                self.metrics.fallbacks.labels(reason=fallback_why).inc()
+                self.metrics.requests.labels(tier="e", outcome="failed").inc()
+                log.warning("pet gateway: expert failed (%s); answering from T", fallback_why)
+            if answer is not None and req.tier is Tier.auto and not await self._good_enough(answer):
+                self.metrics.escalations.labels(from_tier="e", to_tier="t", reason="low_confidence").inc()
+                answer = None
+        if answer is None:
+            escalation.append("t")
+            answer = await self.call_t(base)
+            tier = "t"
+        latency = time.perf_counter() - t0
+        self.metrics.observe_answer(tier, latency, answer["usage"])
+        return {
+            "request_id": req.id(), "text": answer["text"], "tier": tier,
+            "domain": domain if "e" in escalation else None,
+            "fallback": fallback_why is not None, "fallback_reason": fallback_why, "escalation": escalation,
+            "signals": answer["signals"], "usage": answer["usage"], "finish_reason": answer.get("finish_reason"),
+            "latency_ms": round(latency * 1000.0, 2),
+        }
+
+    async def _good_enough(self, answer: dict[str, Any]) -> bool:
+        router = self._router
+        check = getattr(router, "expert_good_enough", None)
+        if check is None:
+            return True
+        try:
+            return bool(await asyncio.to_thread(check, answer["signals"]))
+        except Exception:
+            return True
+
+
+class _ClassifierRouter:
+    """Stand-in until the router package exists: auto = E if a domain matches, no confidence escalation."""
+
+    def __init__(self, clf: Any):
+        self.clf = clf
+
+    def choose_domain(self, text: str) -> str | None:
+        return self.clf.classify(text)[0]
+
+
+async def _await(resp: Any) -> Any:
+    return await resp
