@@ -1,0 +1,186 @@
+"""Phase 1 of the routing benchmark: generate every tier's answer to every labelled query once, and cache it.
+
+    python benchmarks/routing_generate.py [--p auto|bundle:DIR|truncated:K] [--max-new-tokens 40]
+
+Writes ``benchmarks/results/routing_gen_<tier>.json`` ({"model": description, "items": {query id: {text,
+signals}}}) after every batch, so an interrupted run resumes where it stopped. ``benchmarks/routing.py``
+then sweeps thresholds over the cache without generating again. The models:
+
+- T: SmolLM2-135M-Instruct (torch, fp32).
+- E: the registered expert of the domain the DomainClassifier picks (base + LoRA adapter via peft); queries
+  with no domain, or every query when no expert is registered, reuse T's answer (E's base *is* T's model).
+- P: a device bundle (onnxruntime, pet.device.runtime.DeviceModel) when one exists under models/bundles/;
+  otherwise a stand-in: SmolLM2 with some middle layers removed (torch), which is what a distilled student
+  starts from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pet.io import atomic_write_json  # noqa: E402
+from pet.router.queries import build_query_set  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+QUERY_MIX = dict(n_python=80, n_personal=80, n_general=60, seed=0)
+
+
+def gen_path(tier: str) -> Path:
+    """Cache file of one tier's generations."""
+    return RESULTS / f"routing_gen_{tier}.json"
+
+
+def load_cache(tier: str, model: str) -> dict:
+    """The cached generations of a tier (emptied when the model description changed)."""
+    p = gen_path(tier)
+    if p.is_file():
+        data = json.loads(p.read_text())
+        if data.get("model") == model:
+            return data
+        print(f"[{tier}] cache was made with {data.get('model')!r}; regenerating for {model!r}", flush=True)
+    return {"model": model, "items": {}}
+
+
+def _record(g) -> dict:
+    return {"text": g.text, "signals": g.signals.to_dict(per_token=False),
+            "completion_tokens": g.usage.completion_tokens, "seconds": g.usage.seconds}
+
+
+def run_batched(tier: str, model_desc: str, generate_batch, queries, batch: int) -> dict:
+    """Generate for the queries missing from the cache, saving after every batch."""
+    cache = load_cache(tier, model_desc)
+    todo = [q for q in queries if q.id not in cache["items"]]
+    t0 = time.time()
+    for i in range(0, len(todo), batch):
+        chunk = todo[i:i + batch]
+        for q, g in zip(chunk, generate_batch([q.query for q in chunk]), strict=True):
+            cache["items"][q.id] = _record(g)
+        atomic_write_json(gen_path(tier), cache)
+        done = min(i + batch, len(todo))
+        print(f"[{tier}] {done}/{len(todo)} generated ({time.time() - t0:.0f} s)", flush=True)
+    return cache
+
+
+def truncated_smollm2(keep_layers: int):
+    """SmolLM2 with middle layers removed (first ones and last four kept), as a P stand-in."""
+    import torch.nn as nn
+
+    from pet.models.lm import CausalLM
+    from pet.models.prepare import builtin_path
+
+    lm = CausalLM.load(builtin_path("smollm2-135m-instruct"), threads=1)
+    layers = list(lm.model.model.layers)
+    tail = 4
+    sel = layers[:keep_layers - tail] + layers[-tail:]
+    for i, layer in enumerate(sel):
+        layer.self_attn.layer_idx = i  # the KV cache is indexed by position in the stack
+    lm.model.model.layers = nn.ModuleList(sel)
+    lm.model.config.num_hidden_layers = len(sel)
+    return lm
+
+
+def find_bundle() -> Path | None:
+    """The newest complete device bundle under models/bundles/, if any."""
+    from pet.paths import models_dir
+
+    root = models_dir() / "bundles"
+    found = [p for p in root.glob("*") if not p.name.startswith(".") and (p / "bundle.json").is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def main() -> int:
+    """Generate and cache P, T and E answers."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--p", default="auto", help="auto | bundle:DIR | truncated:K (default: a bundle if any)")
+    ap.add_argument("--max-new-tokens", type=int, default=40)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--tiers", default="t,p,e", help="which tiers to generate, in order")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    from pet.paths import set_offline
+
+    set_offline()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    queries = build_query_set(**QUERY_MIX)
+    atomic_write_json(RESULTS / "routing_queries.json", [q.to_dict() for q in queries])
+    mnt = args.max_new_tokens
+    print(f"{len(queries)} queries, max_new_tokens={mnt}", flush=True)
+    for tier in args.tiers.split(","):
+        if tier == "t":
+            from pet.models.lm import CausalLM
+            from pet.models.prepare import builtin_path
+
+            lm = CausalLM.load(builtin_path("smollm2-135m-instruct"), threads=1)
+            run_batched("t", f"smollm2-135m-instruct fp32 torch mnt={mnt}",
+                        lambda ps, lm=lm: lm.generate_batch(ps, max_new_tokens=mnt), queries, args.batch)
+            del lm
+        elif tier == "p":
+            spec = args.p
+            if spec == "auto":
+                b = find_bundle()
+                spec = f"bundle:{b}" if b else "truncated:26"
+            if spec.startswith("bundle:"):
+                from pet.device.runtime import DeviceModel
+
+                dm = DeviceModel.load(spec.split(":", 1)[1], num_threads=1)
+                desc = f"device bundle {Path(spec.split(':', 1)[1]).name} (onnxruntime) mnt={mnt}"
+                run_batched("p", desc, lambda ps, dm=dm: [dm.generate(p, max_new_tokens=mnt) for p in ps],
+                            queries, args.batch)
+            else:
+                k = int(spec.split(":", 1)[1])
+                lm = truncated_smollm2(k)
+                run_batched("p", f"smollm2-135m-instruct truncated to {k} of 30 layers (torch) mnt={mnt}",
+                            lambda ps, lm=lm: lm.generate_batch(ps, max_new_tokens=mnt), queries, args.batch)
+                del lm
+        elif tier == "e":
+            generate_experts(queries, mnt, args.batch)
+    return 0
+
+
+def generate_experts(queries, mnt: int, batch: int) -> None:
+    """E answers: each query goes to the expert its domain classifier picks; the rest reuse T's answers."""
+    from pet.config.loader import load_config
+    from pet.experts.classifier import DomainClassifier
+    from pet.experts.registry import ExpertRegistry
+    from pet.models.embed import Embedder
+
+    cfg = load_config(None)
+    reg = ExpertRegistry.from_config(cfg)
+    emb = Embedder(threads=1)
+    clf = DomainClassifier.from_registry(reg, emb, floor=cfg.router.domain_similarity_floor)
+    domains = [d for d, _ in clf.classify_batch([q.query for q in queries])]
+    names = reg.names()
+    desc = f"experts {','.join(names) or '(none)'} over smollm2-135m-instruct mnt={mnt}"
+    atomic_write_json(RESULTS / "routing_domains.json",
+                      {"experts": names, "domains": {q.id: d for q, d in zip(queries, domains, strict=True)}})
+    t_items = json.loads(gen_path("t").read_text())["items"]
+    cache = load_cache("e", desc)
+    for q, d in zip(queries, domains, strict=True):
+        if d is None and q.id not in cache["items"]:
+            cache["items"][q.id] = dict(t_items[q.id], same_as_t=True)
+    atomic_write_json(gen_path("e"), cache)
+    for name in sorted({d for d in domains if d}):
+        from peft import PeftModel
+
+        from pet.models.lm import CausalLM
+        from pet.models.prepare import builtin_path
+
+        lm = CausalLM.load(builtin_path("smollm2-135m-instruct"), threads=1)
+        lm.model = PeftModel.from_pretrained(lm.model, str(reg.adapter_dir(name))).eval()
+        mine = [q for q, d in zip(queries, domains, strict=True) if d == name]
+        run_batched("e", desc, lambda ps, lm=lm: lm.generate_batch(ps, max_new_tokens=mnt), mine, batch)
+    print(f"[e] experts: {names or 'none registered'}; {sum(d is not None for d in domains)} queries in a domain")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""``pet router calibrate``: fit the router's calibrators and thresholds from labelled data.
+
+    pet router calibrate --data LABELLED.jsonl --cloud-budget 0.3 --out router.yaml
+    pet router calibrate --data LABELLED.jsonl --target-quality 0.95 --out router.yaml --calibrator logistic
+
+Then set ``router.calibration: router.yaml`` in the deployment YAML. The labelled format and how "good
+enough" is labelled are described in :mod:`pet.router.fit` and docs/router.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pet.cli import CLIError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``router`` command group."""
+    p = sub.add_parser("router", help="fit and inspect the P -> E -> T router")
+    rs = p.add_subparsers(dest="router_command", metavar="ACTION", required=True)
+    c = rs.add_parser("calibrate", help="fit calibrators and thresholds from labelled JSONL")
+    c.add_argument("--data", required=True, help="labelled JSONL (query, reference, p/e/t answers with signals)")
+    goal = c.add_mutually_exclusive_group()
+    goal.add_argument("--cloud-budget", type=float, default=None,
+                      help="largest share of queries that may leave the device (default 0.3)")
+    goal.add_argument("--target-quality", type=float, default=None,
+                      help="fraction of always-T quality to reach with the fewest queries leaving the device")
+    c.add_argument("--out", required=True, help="router YAML to write (atomically)")
+    c.add_argument("--calibrator", default="isotonic", help="isotonic | logistic | geomean")
+    c.add_argument("--label", default="reference", choices=["reference", "agreement"],
+                   help="good enough = ROUGE-L vs reference within --margin of T's, or agreement with T >= --tau")
+    c.add_argument("--margin", type=float, default=0.05)
+    c.add_argument("--tau", type=float, default=0.5)
+    c.add_argument("--policy", default="cascade", help="policy written into the file (cascade | pregen)")
+    c.add_argument("--no-pregen", action="store_true", help="do not fit the embedding-only pregen model")
+    c.set_defaults(func=_calibrate)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from pet.router.calibrate import CALIBRATORS
+    from pet.router.fit import fit_router, read_labelled
+    from pet.router.policy import POLICIES
+
+    if args.calibrator not in CALIBRATORS:
+        raise CLIError(f"--calibrator must be one of {', '.join(sorted(CALIBRATORS))}")
+    if args.policy not in POLICIES:
+        raise CLIError(f"--policy must be one of {', '.join(sorted(POLICIES))}")
+    budget = args.cloud_budget if args.target_quality is None else None
+    if budget is None and args.target_quality is None:
+        budget = 0.3
+    for name, v in (("--cloud-budget", budget), ("--target-quality", args.target_quality)):
+        if v is not None and not 0 <= v <= 1:
+            raise CLIError(f"{name} must be in [0, 1], got {v}")
+    if args.policy == "pregen" and args.no_pregen:
+        raise CLIError("--policy pregen needs the pregen model; drop --no-pregen")
+    try:
+        records = read_labelled(args.data)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    embeddings = None
+    if not args.no_pregen:
+        if all("embedding" in r for r in records):
+            embeddings = np.array([r["embedding"] for r in records], dtype=np.float64)
+        else:
+            from pet.models.embed import Embedder
+
+            print(f"embedding {len(records)} queries with MiniLM for the pregen model ...", flush=True)
+            embeddings = Embedder(threads=1).encode([r["query"] for r in records])
+    try:
+        fitted = fit_router(records, cloud_budget=budget, target_quality=args.target_quality,
+                            calibrator=args.calibrator, label=args.label, margin=args.margin, tau=args.tau,
+                            embeddings=embeddings, policy=args.policy)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    out = fitted.save(args.out)
+    info = fitted.info
+    print(f"fitted on {info['records']} records ({info['records_with_expert']} with an expert answer); "
+          f"label={info['label']}, P good-enough rate {info['good_p_rate']:.2f}")
+    q = info["quality_always"]
+    print(f"always-P {q['p']:.3f}  always-E {q['e']:.3f}  always-T {q['t']:.3f}  (mean ROUGE-L)")
+    print(f"{'policy':<8} {'threshold':>9} {'cloud share':>11} {'quality':>8} {'% of T':>7}")
+    rows = [("cascade", fitted.p_threshold, info["cascade_on_calibration"])]
+    if "pregen_on_calibration" in info:
+        rows.append(("pregen", fitted.pregen_threshold, info["pregen_on_calibration"]))
+    for name, thr, s in rows:
+        pct = 100 * s["quality"] / q["t"] if q["t"] > 0 else float("nan")
+        print(f"{name:<8} {thr:>9.3f} {s['cloud_share']:>11.2f} {s['quality']:>8.3f} {pct:>6.1f}%")
+    print(f"E threshold {fitted.e_threshold:.3f}")
+    print(f"wrote {out}; set router.calibration: {out} in your deployment YAML")
+    return 0
