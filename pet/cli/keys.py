@@ -115,10 +115,10 @@ def _sign(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from pet.cli import CLIError
-    from pet.security.signing import BundleSignatureError, verify_bundle
+    from pet.security.signing import BundleSignatureError, trusted_public_key_path, verify_bundle
 
     cfg, ring = _ring(args)
-    pub = args.public_key or cfg.crypto.bundle_public_key or ring.signing_public_key_path()
+    pub = args.public_key or (ring.signing_public_key_path() if args.dir else trusted_public_key_path(cfg))
     try:
         entry = verify_bundle(args.bundle, pub)
     except (BundleSignatureError, ValueError) as err:

@@ -11,6 +11,7 @@ of content does.
 
     sign_bundle(bundle_dir, signing_key)           # key: Ed25519PrivateKey, a KeyRing, or a signing.key path
     verify_bundle(bundle_dir, public_key)          # key: Ed25519PublicKey, 32 raw bytes, or a signing.pub path
+    verify_bundle(bundle_dir)                      # key: $PET_BUNDLE_PUBLIC_KEY or <state dir>/keys/signing.pub
 
 :func:`verify_bundle` raises :class:`BundleSignatureError` saying whether the bundle is unsigned, signed by
 another key, or altered. Only ``cryptography`` and the standard library are imported: the device runs this.
@@ -108,13 +109,38 @@ def sign_bundle(bundle_dir: str | Path, signing_key: Any) -> dict[str, Any]:
     return entry
 
 
-def verify_bundle(bundle_dir: str | Path, public_key: Any, check_files: bool = True) -> dict[str, Any]:
+def default_public_key_path() -> Path:
+    """The trusted key when none is given: ``$PET_BUNDLE_PUBLIC_KEY``, else ``<state dir>/keys/signing.pub``."""
+    import os
+
+    from pet.paths import state_dir
+
+    env = os.environ.get("PET_BUNDLE_PUBLIC_KEY")
+    return Path(env).expanduser() if env else state_dir() / "keys" / "signing.pub"
+
+
+def trusted_public_key_path(cfg: Any) -> Path:
+    """The bundle-signing public key a config trusts: ``crypto.bundle_public_key``, else ``<keys_dir>/signing.pub``."""
+    from pet.security.keys import keys_dir_for
+
+    if cfg.crypto.bundle_public_key:
+        return Path(cfg.crypto.bundle_public_key).expanduser().resolve()
+    return keys_dir_for(cfg) / "signing.pub"
+
+
+def verify_bundle(bundle_dir: str | Path, public_key: Any = None, check_files: bool = True) -> dict[str, Any]:
     """Check the signature of ``bundle.json`` against the trusted ``public_key``; returns the signature entry.
 
-    With ``check_files`` every file listed in ``bundle.json["files"]`` is re-hashed too, so an altered model file
-    is caught here even when the caller does not hash (``DeviceModel.load`` hashes anyway and may pass False).
+    ``public_key`` None means :func:`default_public_key_path`. With ``check_files`` every file listed in
+    ``bundle.json["files"]`` is re-hashed too, so an altered model file is caught here even when the caller does
+    not hash (``DeviceModel.load`` hashes anyway and may pass False).
     """
     root = Path(bundle_dir)
+    if public_key is None:
+        public_key = default_public_key_path()
+        if not public_key.is_file():
+            raise BundleSignatureError(f"no trusted bundle-signing public key: {public_key} does not exist (pass "
+                                       f"one, set $PET_BUNDLE_PUBLIC_KEY, or copy the cloud's signing.pub there)")
     trusted = load_public_key(public_key)
     trusted_kid = signing_key_id(trusted.public_bytes_raw())
     meta = _read_manifest(root)

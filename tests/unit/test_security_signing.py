@@ -99,6 +99,15 @@ def test_altered_or_missing_file_refused(bundle, ring):
         verify_bundle(bundle, ring.signing_public_key_path())
 
 
+def test_default_trusted_key(bundle, ring, monkeypatch, tmp_path):
+    sign_bundle(bundle, ring)
+    monkeypatch.setenv("PET_BUNDLE_PUBLIC_KEY", str(ring.signing_public_key_path()))
+    assert verify_bundle(bundle)["alg"] == "Ed25519"
+    monkeypatch.setenv("PET_BUNDLE_PUBLIC_KEY", str(tmp_path / "absent.pub"))
+    with pytest.raises(BundleSignatureError, match="no trusted bundle-signing public key"):
+        verify_bundle(bundle)
+
+
 def test_not_a_bundle_and_bad_keys(tmp_path, ring):
     with pytest.raises(BundleSignatureError, match="bundle.json is missing"):
         verify_bundle(tmp_path, ring.signing_public_key_path())
