@@ -116,8 +116,13 @@ class Reply:
 
     @property
     def request_id(self) -> str:
-        """The request id of the opened envelope."""
+        """The request id of the opened envelope (bound into its HPKE info; unique within the replay window)."""
         return self._header[4]
+
+    @property
+    def user_id(self) -> str:
+        """The user id the envelope names (bound into its HPKE info; HPKE base mode does not authenticate it)."""
+        return self._header[3]
 
     def seal(self, response: dict[str, Any]) -> dict[str, Any]:
         """Encrypt ``response`` (a JSON-able dict) to the device; call again for further chunks of a stream."""
@@ -214,8 +219,9 @@ class GatewayCrypto:
     def open(self, envelope: Any) -> tuple[dict[str, Any], Reply]:
         """Check, decrypt and replay-check a request envelope; returns (payload, reply sealer).
 
-        The payload's ``request_id`` and ``user`` are set from the authenticated header (a payload that names
-        different ones is refused), so downstream metering sees the ids the envelope was bound to.
+        The payload is returned as the device sealed it (routes validate their own fields). If it names a
+        ``request_id`` or ``user``, they must equal the envelope's ``rid`` / ``uid`` (else refused); the header
+        values are ``reply.request_id`` and ``reply.user_id``, for metering when the payload omits them.
         """
         try:
             payload, reply = self._open(envelope)
@@ -277,7 +283,6 @@ class GatewayCrypto:
         for field, bound in (("request_id", rid), ("user", uid)):
             if payload.get(field) is not None and payload[field] != bound:
                 raise EnvelopeError("payload")
-            payload[field] = bound
         return payload, reply_public
 
 

@@ -47,7 +47,8 @@ def test_round_trip_and_bound_ids(setup):
     env, pending = dev.seal({"prompt": "secret question", "tier": "t"})
     assert "secret question" not in json.dumps(env)
     payload, reply = gw.open(env)
-    assert payload == {"prompt": "secret question", "tier": "t", "request_id": env["rid"], "user": "alice"}
+    assert payload == {"prompt": "secret question", "tier": "t"}
+    assert (reply.request_id, reply.user_id) == (env["rid"], "alice")
     out = reply.seal({"text": "secret answer"})
     assert "secret answer" not in json.dumps(out)
     assert pending.open(out) == {"text": "secret answer"}
@@ -206,6 +207,8 @@ def test_payload_ids_must_match_header(setup):
     env, _ = dev.seal({"prompt": "x", "request_id": "abc"}, request_id="abd")
     with pytest.raises(EnvelopeError):
         gw.open(env)
+    env, _ = dev.seal({"prompt": "x", "request_id": "abc", "user": "alice"})
+    assert env["rid"] == "abc" and gw.open(env)[0]["request_id"] == "abc"
 
 
 def test_reply_bound_to_its_request(setup):
