@@ -195,6 +195,11 @@ class RouterConfig(StrictModel):
         0.35, ge=-1, le=1, description="cosine similarity below which a query matches no expert domain"
     )
     calibration: str | None = Field(None, description="fitted calibrator file written by `pet router calibrate`")
+    connect_timeout_s: float = Field(3.0, gt=0, le=600, description="device client: seconds to connect to the gateway")
+    read_timeout_s: float = Field(30.0, gt=0, le=3600, description="device client: seconds to wait for the reply")
+    encrypt: Literal["auto", "always", "never"] = Field(
+        "auto", description="device client: seal requests with HPKE (auto: whenever the gateway publishes keys)"
+    )
 
 
 class HpkeSuite(str, Enum):
