@@ -137,6 +137,41 @@ class TraditionalConfig(StrictModel):
         return _check_model_ref(v, BUILTIN_MODELS)
 
 
+class ExpertTrainingConfig(StrictModel):
+    """How ``pet expert register`` trains, evaluates and accepts a domain's LoRA adapter."""
+
+    lora_rank: int = Field(8, ge=1, le=256, description="LoRA rank r")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha (scale = alpha / r)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1, description="module names of the base that get LoRA matrices",
+    )
+    steps: int = Field(40, ge=1, le=100_000, description="optimiser steps (fewer if time_budget_s runs out)")
+    batch_size: int = Field(4, ge=1, le=256, description="sequences per step")
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate of the LoRA weights")
+    warmup_steps: int = Field(5, ge=0, description="linear learning-rate warm-up steps")
+    max_seq_len: int = Field(256, ge=16, le=8192, description="tokens per training/evaluation sequence")
+    time_budget_s: float = Field(360.0, gt=0, description="stop training after this many seconds (eval excluded)")
+    heldout_fraction: float = Field(0.1, gt=0, lt=0.9, description="share of samples held out for perplexity")
+    max_heldout: int = Field(32, ge=1, description="cap on held-out samples (evaluation time)")
+    min_ppl_gain: float = Field(0.0, ge=0, lt=1, description="required relative perplexity reduction to register")
+    seed: int = Field(0, description="seed of split, LoRA init and batch order")
+
+
+class ExpertDataConfig(StrictModel):
+    """Limits on registration data, routing exemplars and T-synthesised pairs."""
+
+    max_data_bytes: int = Field(20_000_000, ge=1, description="larger data files are refused")
+    chunk_chars: int = Field(1000, ge=50, description="plain text is packed into chunks of about this size")
+    max_exemplars: int = Field(64, ge=0, le=10_000, description="routing exemplars stored per domain")
+    synth_max_new_tokens: int = Field(160, ge=16, le=2048, description="tokens T may write per synthetic pair")
+    synth_min_similarity: float = Field(
+        0.3, ge=-1, le=1, description="synthetic pairs less similar than this to the domain centroid are dropped"
+    )
+    synth_temperature: float = Field(0.7, ge=0, le=5, description="sampling temperature of T when synthesising")
+
+
 class ExpertConfig(StrictModel):
     """E: one shared base with a LoRA adapter per registered domain."""
 
@@ -148,6 +183,8 @@ class ExpertConfig(StrictModel):
     generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
+    training: ExpertTrainingConfig = Field(default_factory=ExpertTrainingConfig)
+    data: ExpertDataConfig = Field(default_factory=ExpertDataConfig)
 
     @field_validator("base_model")
     @classmethod

@@ -1,0 +1,210 @@
+"""``pet expert register|list|show|remove|recipe``: manage expert domains (LoRA adapters over the shared base).
+
+    pet expert recipe python --out runs/experts/python.txt --examples-out runs/experts/python.queries.txt
+    pet expert register python --data runs/experts/python.txt --examples runs/experts/python.queries.txt
+    pet expert list
+    pet expert show python
+    pet expert remove python
+
+Every user mistake (bad name, bad data file, existing domain without --replace, an adapter that does not
+improve on the base) is a clear one-line error with exit code 2, and the registry is left unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from pet.cli import CLIError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``expert`` command group."""
+    p = sub.add_parser("expert", help="register, inspect and remove expert domains (LoRA adapters)")
+    es = p.add_subparsers(dest="expert_command", metavar="ACTION", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", default=None, help="YAML config (default: deployments/default.yaml)")
+        sp.add_argument("--registry", default=None, help="registry folder (default: expert.registry_dir or "
+                                                         "<models_dir>/experts)")
+
+    r = es.add_parser("register", help="train, evaluate and register a domain from a data file")
+    r.add_argument("name", help="domain name: a slug such as 'python' or 'tax-law'")
+    r.add_argument("--data", required=True, help=".txt text, or .jsonl with 'text' or 'prompt'/'response' fields")
+    r.add_argument("--examples", default=None, help="routing example queries: one per line (.txt) or .jsonl")
+    r.add_argument("--synthesize", type=int, default=0, metavar="N",
+                   help="ask the T model for N extra question/answer pairs seeded by the data")
+    r.add_argument("--replace", action="store_true", help="overwrite an existing domain of that name")
+    r.add_argument("--force", action="store_true", help="register even if the adapter does not improve the base")
+    r.add_argument("--steps", type=int, default=None, help="override expert.training.steps")
+    r.add_argument("--time-budget", type=float, default=None, help="override expert.training.time_budget_s")
+    r.add_argument("--threads", type=int, default=None, help="torch threads (default: expert.torch_threads)")
+    r.add_argument("--base", default=None, help="shared base model folder (default: expert.base_model)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    common(r)
+    r.set_defaults(func=_register)
+
+    ls = es.add_parser("list", help="list registered domains")
+    common(ls)
+    ls.set_defaults(func=_list)
+
+    sh = es.add_parser("show", help="metrics, size and exemplar count of one domain")
+    sh.add_argument("name")
+    sh.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    common(sh)
+    sh.set_defaults(func=_show)
+
+    rm = es.add_parser("remove", help="unregister a domain (its folder is deleted)")
+    rm.add_argument("name")
+    common(rm)
+    rm.set_defaults(func=_remove)
+
+    rc = es.add_parser("recipe", help="write the data file of a built-in domain from text installed offline")
+    rc.add_argument("name", help="recipe name: python or chitchat")
+    rc.add_argument("--out", required=True, help="data file to write (.txt for python, .jsonl for chitchat)")
+    rc.add_argument("--examples-out", default=None, help="also write example routing queries here")
+    rc.set_defaults(func=_recipe)
+
+
+def _cfg_and_registry(args: argparse.Namespace) -> tuple[Any, Any]:
+    from pet.config.loader import load_config
+    from pet.experts.registry import ExpertRegistry
+
+    cfg = load_config(args.config)
+    reg = ExpertRegistry(args.registry) if args.registry else ExpertRegistry.from_config(cfg)
+    return cfg, reg
+
+
+def _embedder(cfg: Any) -> Any:
+    from pet.config.schema import BUILTIN_EMBEDDERS
+    from pet.models.embed import Embedder
+
+    ref = cfg.embedding.model
+    return Embedder(None if ref in BUILTIN_EMBEDDERS else ref, threads=cfg.expert.torch_threads)
+
+
+def _register(args: argparse.Namespace) -> int:
+    from pet.experts.data import DataError
+    from pet.experts.register import NoImprovementError, RegisterOptions, preflight, register_domain
+    from pet.experts.registry import RegistryError
+    from pet.experts.train import TrainSettings
+    from pet.paths import resolve_model
+
+    if args.synthesize < 0:
+        raise CLIError("--synthesize must be >= 0")
+    cfg, reg = _cfg_and_registry(args)
+    opts = RegisterOptions.from_config(cfg.expert, examples=args.examples, synthesize=args.synthesize,
+                                       replace=args.replace, force=args.force, progress=not args.no_progress)
+    try:
+        preflight(reg, args.name, args.data, opts)  # cheap checks first: a bad input loads no model
+    except (DataError, RegistryError) as err:
+        raise CLIError(str(err)) from None
+    settings = TrainSettings.from_config(cfg.expert.training, threads=args.threads or cfg.expert.torch_threads)
+    if args.steps is not None:
+        settings.steps = args.steps
+    if args.time_budget is not None:
+        settings.time_budget_s = args.time_budget
+    base_dir = args.base or resolve_model(cfg.expert.base_model, cfg.models_dir)
+    base_id = args.base or cfg.expert.base_model
+    t_lm = None
+    if args.synthesize:
+        from pet.models.lm import CausalLM
+
+        t_lm = CausalLM.load(resolve_model(cfg.traditional.model, cfg.models_dir), threads=settings.threads)
+    emb = _embedder(cfg)
+    log = lambda m: print(f"  {m}", flush=True)  # noqa: E731
+    try:
+        res = register_domain(reg, args.name, args.data, base_dir, str(base_id), emb, settings, opts, t_lm, log=log)
+    except (DataError, RegistryError, NoImprovementError) as err:
+        raise CLIError(str(err)) from None
+    rep = res.report
+    print(f"registered expert {args.name!r} at {res.record.path}")
+    print(f"  held-out perplexity: base {rep.ppl_base:.3f} -> expert {rep.ppl_expert:.3f} "
+          f"({rep.ppl_gain:+.1%} better)")
+    print(f"  {rep.steps} steps in {rep.train_seconds:.1f} s (eval {rep.eval_seconds:.1f} s), "
+          f"{rep.train_tokens:,} training tokens, {res.record.exemplar_count} routing exemplars, "
+          f"total {res.seconds:.1f} s")
+    if res.synth:
+        print(f"  synthesis: {res.synth['kept']}/{res.synth['requested']} pairs kept "
+              f"({res.synth['generated']} generated, dropped {res.synth['dropped']})")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    _, reg = _cfg_and_registry(args)
+    recs = reg.records()
+    if not recs:
+        print(f"no expert domains registered under {reg.root}")
+        return 0
+    print(f"{'name':<20} {'ppl base':>9} {'ppl expert':>10} {'gain':>7} {'exemplars':>9} {'MB':>6}  created")
+    for rec in recs:
+        m = rec.metrics
+        print(f"{rec.name:<20} {m.get('ppl_base', float('nan')):>9.3f} {m.get('ppl_expert', float('nan')):>10.3f} "
+              f"{m.get('ppl_gain', float('nan')):>+7.1%} {rec.exemplar_count:>9} {rec.size_bytes / 1e6:>6.2f}  "
+              f"{rec.created}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from pet.experts.registry import RegistryError
+
+    _, reg = _cfg_and_registry(args)
+    try:
+        rec = reg.get(args.name)
+    except RegistryError as err:
+        raise CLIError(str(err)) from None
+    if args.json:
+        print(json.dumps(rec.manifest, indent=2, sort_keys=True))
+        return 0
+    m = rec.metrics
+    data = rec.manifest.get("data", {})
+    print(f"expert {rec.name}")
+    print(f"  path          {rec.path}")
+    print(f"  base model    {rec.base_model}")
+    print(f"  created       {rec.created}")
+    print(f"  size          {rec.size_bytes / 1e6:.2f} MB ({len(rec.manifest.get('files', {}))} files)")
+    print(f"  exemplars     {rec.exemplar_count} (from {rec.manifest.get('exemplar_source', '?')})")
+    print(f"  data          {data.get('file', '?')}: {data.get('bytes', 0):,} bytes, {data.get('samples', '?')} "
+          f"samples, sha256 {str(rec.manifest.get('data_sha256'))[:16]}...")
+    if m:
+        print(f"  perplexity    base {m['ppl_base']:.3f} -> expert {m['ppl_expert']:.3f} ({m['ppl_gain']:+.1%})"
+              f"{' [forced]' if m.get('forced') else ''}")
+        print(f"  training      {m['steps']} steps, {m['train_seconds']:.1f} s, {m['train_tokens']:,} tokens, "
+              f"{m['trainable_params']:,} LoRA parameters (rank {m['settings'].get('rank')})")
+    synth = rec.manifest.get("synthesis") or {}
+    if synth:
+        print(f"  synthesis     {synth.get('kept')}/{synth.get('requested')} T pairs kept")
+    try:
+        reg.adapter_dir(rec.name, verify=True)
+        print("  integrity     ok (sha256 of every adapter file matches)")
+    except RegistryError as err:
+        print(f"  integrity     FAILED: {err}")
+        return 1
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from pet.experts.registry import RegistryError
+
+    _, reg = _cfg_and_registry(args)
+    try:
+        reg.remove(args.name)
+    except RegistryError as err:
+        raise CLIError(str(err)) from None
+    print(f"removed expert {args.name!r}")
+    return 0
+
+
+def _recipe(args: argparse.Namespace) -> int:
+    from pet.experts.recipes import get_recipe
+
+    try:
+        recipe = get_recipe(args.name)
+        out = recipe.write(args.out, args.examples_out)
+    except (ValueError, RuntimeError) as err:
+        raise CLIError(str(err)) from None
+    print(f"wrote {out.data_path} ({out.bytes:,} bytes, {out.samples} {recipe.description})")
+    if out.examples_path:
+        print(f"wrote {out.examples_path} ({out.examples} example queries)")
+    return 0
