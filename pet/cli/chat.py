@@ -1,0 +1,76 @@
+"""``pet chat``: talk to the personal model on this device, escalating to the gateway when the router says so.
+
+    pet chat --bundle models/bundles/smollm2-int8 --url http://127.0.0.1:8000
+    pet chat --bundle B --url URL "How do I read a file line by line in Python?"   # one question
+    pet chat --bundle B --url URL --json "..."                                      # machine-readable
+
+Each answer is printed with the tier that answered and why (calibrated confidence vs threshold, gateway
+fallbacks, or "degraded" when the gateway was unreachable or slow and P answered instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pet.cli import CLIError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``chat`` command."""
+    p = sub.add_parser("chat", help="chat with P on the device; escalate to the gateway when needed")
+    p.add_argument("prompt", nargs="*", help="one question (omit for an interactive session)")
+    p.add_argument("--bundle", default=None, help="device bundle folder (default: personal.bundle of the config)")
+    p.add_argument("--url", default=None, help="gateway URL, e.g. http://127.0.0.1:8000 (omit: device only)")
+    p.add_argument("--config", default=None, help="deployment YAML (router policy, calibration, timeouts)")
+    p.add_argument("--user", default="device", help="user id sent to the gateway (for metering)")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--connect-timeout", type=float, default=None, help="seconds (overrides router.connect_timeout_s)")
+    p.add_argument("--read-timeout", type=float, default=None, help="seconds (overrides router.read_timeout_s)")
+    p.add_argument("--json", action="store_true", help="print each answer as one JSON line")
+    p.set_defaults(func=_chat)
+
+
+def _show(ans, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(ans.to_dict()), flush=True)
+        return
+    label = ans.tier.upper() + (f":{ans.domain}" if ans.domain else "") + (" degraded" if ans.degraded else "")
+    print(f"[{label}] {ans.text.strip()}")
+    print(f"    why: {ans.reason}  ({ans.latency_ms:.0f} ms, router {ans.router_ms:.2f} ms"
+          f"{', encrypted' if ans.encrypted else ''})", flush=True)
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from pet.config.loader import load_config
+    from pet.device.client import DeviceClient
+
+    cfg = load_config(args.config)
+    if args.connect_timeout is not None:
+        cfg.router.connect_timeout_s = args.connect_timeout
+    if args.read_timeout is not None:
+        cfg.router.read_timeout_s = args.read_timeout
+    bundle = args.bundle or cfg.personal.bundle
+    if not bundle:
+        raise CLIError("no bundle: pass --bundle or set personal.bundle in the config")
+    from pet.device.runtime import BundleError, DeviceModel
+
+    try:
+        personal = DeviceModel.load(bundle, num_threads=cfg.personal.num_threads)
+    except BundleError as err:
+        raise CLIError(str(err)) from None
+    try:
+        client = DeviceClient.from_config(cfg, personal, args.url, user_id=args.user)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    if args.prompt:
+        _show(client.ask(" ".join(args.prompt), args.max_new_tokens), args.json)
+        return 0
+    if sys.stdin.isatty():
+        print("pet chat: type a question, empty line or Ctrl-D to quit", file=sys.stderr)
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        _show(client.ask(line.strip(), args.max_new_tokens), args.json)
+    return 0
