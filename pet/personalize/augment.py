@@ -25,11 +25,11 @@ import numpy as np
 
 from pet.config.schema import AugmentFilterConfig, PersonalizationConfig
 
-INSTRUCTION = (
-    "Here are chat messages written by one person:\n{examples}\n\n"
-    "Write one new chat message this person could send next: same tone, same way of writing, similar topics, "
-    "but different words. Reply with the message only."
-)
+# Few-shot as earlier chat turns: a small instruct model copies the form of its own earlier answers far more
+# reliably than it follows a written instruction to imitate someone (which it answers like an assistant).
+SYSTEM = "You write short, casual chat messages exactly in the style of the messages you wrote before."
+ASK = "Write another chat message."
+
 # Chatty prefixes a small instruct model puts before the message it was asked for.
 _PREFIX = re.compile(r"^\s*(?:sure[,!.]?\s*)?(?:here(?:'s| is)[^:\n]*:|new message:|message:|reply:)\s*", re.I)
 _WORD = re.compile(r"[a-z0-9']+")
@@ -44,7 +44,7 @@ class AugmentRequestError(ValueError):
 
 
 def build_prompts(shared: list[str], n: int, seed: int, examples_per_prompt: int = 5) -> list[list[dict]]:
-    """``n`` chat prompts, each showing T a seeded random subset of the shared samples."""
+    """``n`` chat prompts, each showing T a seeded random subset of the shared samples as its own earlier turns."""
     if n < 0:
         raise ValueError("n must be >= 0")
     if n and not shared:
@@ -53,9 +53,10 @@ def build_prompts(shared: list[str], n: int, seed: int, examples_per_prompt: int
     k = min(examples_per_prompt, len(shared))
     prompts = []
     for _ in range(n):
-        picked = rng.sample(shared, k)
-        examples = "\n".join(f"- {s.strip()}" for s in picked)
-        prompts.append([{"role": "user", "content": INSTRUCTION.format(examples=examples)}])
+        turns = [{"role": "system", "content": SYSTEM}]
+        for s in rng.sample(shared, k):
+            turns += [{"role": "user", "content": ASK}, {"role": "assistant", "content": s.strip()}]
+        prompts.append(turns + [{"role": "user", "content": ASK}])
     return prompts
 
 

@@ -77,13 +77,19 @@ class HttpAugmentClient(AugmentClient):
 
         http = self._client()
         keys = self._check(http.get(f"{self.url}/v1/keys"), "GET /v1/keys")
-        envelope, pending = DeviceCrypto(keys, self.user_id).seal(payload)
+        try:
+            envelope, pending = DeviceCrypto(keys, self.user_id).seal(payload)
+        except ValueError as err:
+            raise AugmentClientError(f"cannot encrypt to this gateway: {err}") from None
         body = self._check(http.post(f"{self.url}/v1/augment", json={"pet_envelope": envelope}),
                            "POST /v1/augment")
         sealed = body.get("pet_envelope") if isinstance(body, dict) else None
         if sealed is None:
             raise AugmentClientError("the gateway answered an encrypted request in plaintext")
-        return pending.open(sealed)
+        try:
+            return pending.open(sealed)
+        except ValueError:  # EnvelopeError: the reply was not sealed for this request
+            raise AugmentClientError("the augment reply could not be decrypted") from None
 
 
 class LocalAugmentClient(AugmentClient):

@@ -72,6 +72,13 @@ def load_base(folder: str | Path, threads: int = 1) -> tuple[Any, Any]:
     return model, tok
 
 
+def end_of_turn_id(tok: Any) -> int:
+    """The token that ends a chat turn: ``<|im_end|>`` when the vocabulary has it (SmolLM2's GGUF-derived
+    tokenizer names ``<|im_start|>`` as its eos token), else the eos token."""
+    vocab = tok.get_vocab()
+    return int(vocab["<|im_end|>"]) if "<|im_end|>" in vocab else int(tok.eos_token_id)
+
+
 def _render(tok: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
     if getattr(tok, "chat_template", None):
         return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
@@ -86,7 +93,11 @@ def tokenize_example(tok: Any, record: dict[str, Any], cfg: PersonalizationConfi
     prompt = tok(_render(tok, messages[:-1], True), add_special_tokens=False)["input_ids"]
     full = tok(_render(tok, messages, False), add_special_tokens=False)["input_ids"]
     if full[:len(prompt)] != prompt:  # tokenization merged across the boundary: fall back to concatenation
-        full = prompt + tok(record["text"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        full = prompt + tok(record["text"], add_special_tokens=False)["input_ids"] + [end_of_turn_id(tok)]
+    end = end_of_turn_id(tok)
+    ends = [i for i, t in enumerate(full) if t == end and i >= len(prompt)]
+    if ends:  # stop at the message's end-of-turn token; the template's trailing newline carries no signal
+        full = full[:ends[0] + 1]
     labels = [-100] * len(prompt) + full[len(prompt):]
     # Keep the end (the message); the front of the context is what gets cut.
     ids, labels = full[-cfg.max_seq_len:], labels[-cfg.max_seq_len:]
@@ -184,7 +195,7 @@ def train_lora(model: Any, tok: Any, examples: Sequence[Example], cfg: Personali
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         done += 1
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
