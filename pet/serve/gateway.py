@@ -11,6 +11,7 @@ Nothing here logs or labels prompt text.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import time
 from typing import Any
@@ -176,7 +177,9 @@ class Gateway(TierCaller):
         self.max_body_bytes = max(1 << 20, cfg.serve.gateway.max_prompt_chars * 8)
         self._crypto: Any = None
         self._status_cache: tuple[float, dict[str, Any]] = (0.0, {})
-        _LIVE["gateway"] = self
+        # Through sys.modules: Serve pickles this class by value, so its own globals are a copy, while the
+        # route functions above read the real module's _LIVE.
+        importlib.import_module("pet.serve.gateway")._LIVE["gateway"] = self
 
     def crypto(self) -> Any:
         """The security module's GatewayCrypto, loaded on first use (404 when the module is absent)."""

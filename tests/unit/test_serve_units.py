@@ -1,0 +1,193 @@
+"""Ray-free parts of pet.serve: request validation, batching of payloads, serve-config building, fallback
+reasons, and the gateway's tier logic over in-process handles (the real graph is in tests/integration)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import yaml
+
+from pet.config.loader import parse_config
+from pet.config.schema import GenerationDefaults
+from pet.serve.engine import resolve_payload, run_batch
+from pet.serve.schemas import ApiError, parse_generate
+
+
+# -- request validation --------------------------------------------------------------------------------------
+
+def test_generate_request_accepts_prompt_or_messages():
+    r = parse_generate({"prompt": "hi", "tier": "e", "domain": "python", "max_new_tokens": 3})
+    assert r.prompt_value() == "hi" and r.tier == "e" and r.prompt_chars() == 2
+    m = parse_generate({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "yo"}]})
+    assert m.routing_text() == "yo" and m.prompt_chars() == 10 and m.tier == "auto"
+    assert m.prompt_value()[1] == {"role": "user", "content": "yo"}
+
+
+@pytest.mark.parametrize("body,needle", [
+    ({}, "exactly one"),
+    ({"prompt": "a", "messages": [{"role": "user", "content": "b"}]}, "exactly one"),
+    ({"prompt": "a", "extra": 1}, "extra: unknown field"),
+    ({"prompt": "a", "tier": "p"}, "tier"),
+    ({"prompt": ""}, "prompt"),
+    ({"prompt": "a", "top_p": 0}, "top_p"),
+    ([1], "JSON object"),
+])
+def test_bad_requests_are_422_naming_the_field(body, needle):
+    with pytest.raises(ApiError) as err:
+        parse_generate(body)
+    assert err.value.status == 422 and needle in err.value.message
+
+
+def test_validation_messages_never_echo_values():
+    secret = "patient-record-4711"
+    with pytest.raises(ApiError) as err:
+        parse_generate({"prompt": secret, "max_new_tokens": secret, "messages": [{"role": secret}]})
+    assert secret not in err.value.message and secret not in str(err.value.body())
+
+
+# -- payloads and batching -------------------------------------------------------------------------------------
+
+def test_resolve_payload_fills_defaults_and_clamps():
+    d = GenerationDefaults(max_new_tokens=5, max_new_tokens_limit=7, temperature=0.0)
+    assert resolve_payload({"prompt": "x"}, d) == {"prompt": "x", "max_new_tokens": 5, "temperature": 0.0,
+                                                    "top_p": 1.0}
+    assert resolve_payload({"prompt": "x", "max_new_tokens": 99, "temperature": 0.5}, d)["max_new_tokens"] == 7
+
+
+def test_run_batch_groups_by_parameters_and_keeps_order(tiny_lm):
+    calls = []
+    real = tiny_lm.generate_batch
+
+    def spy(prompts, **kw):
+        calls.append((len(prompts), kw["max_new_tokens"]))
+        return real(prompts, **kw)
+
+    tiny_lm.generate_batch = spy
+    try:
+        ps = [{"prompt": f"hello {i}", "max_new_tokens": 2 + (i % 2), "temperature": 0.0, "top_p": 1.0}
+              for i in range(5)]
+        out = run_batch(tiny_lm, ps)
+    finally:
+        tiny_lm.generate_batch = real
+    assert sorted(calls) == [(2, 3), (3, 2)]
+    assert [r["usage"]["completion_tokens"] <= p["max_new_tokens"] for r, p in zip(out, ps, strict=True)] == [True] * 5
+    alone = tiny_lm.generate("hello 3", max_new_tokens=3)
+    assert out[3]["text"] == alone.text  # batching (left padding) does not change a greedy answer
+    assert set(out[0]["signals"]) == {"mean_logprob", "min_token_prob", "mean_entropy"}
+
+
+def test_run_batch_isolates_a_bad_prompt(tiny_lm):
+    ps = [{"prompt": "fine", "max_new_tokens": 2, "temperature": 0.0, "top_p": 1.0},
+          {"prompt": [{"role": "wizard", "content": "x"}], "max_new_tokens": 2, "temperature": 0.0, "top_p": 1.0}]
+    out = run_batch(tiny_lm, ps)
+    assert "text" in out[0] and "role" in out[1]["error"]
+
+
+# -- app building --------------------------------------------------------------------------------------------
+
+def test_serve_config_passes_rays_schema(tmp_path):
+    from pet.serve.app import serve_config, validate_serve_config
+
+    cfg = parse_config({"serve": {"http": {"port": 8123}, "app_name": "pet-x"}})
+    f = tmp_path / "pet.yaml"
+    f.write_text("version: 1\n")
+    for data in (serve_config(cfg, f), serve_config(cfg, inline=True)):
+        parsed = validate_serve_config(yaml.safe_load(yaml.safe_dump(data)))
+        app = parsed.applications[0]
+        assert app.name == "pet-x" and app.import_path == "pet.serve.app:app_builder"
+        assert parsed.http_options.port == 8123 and parsed.http_options.host == "127.0.0.1"
+    assert serve_config(cfg, f)["applications"][0]["args"] == {"config": str(f.resolve())}
+
+
+def test_build_app_passes_yaml_options_unchanged():
+    from pet.serve.app import app_builder, build_app
+
+    cfg = parse_config({"traditional": {"deployment": {"num_replicas": 2, "max_queued_requests": 5,
+                                                       "ray_actor_options": {"num_cpus": 0.25}}},
+                        "expert": {"deployment": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 3}}}})
+    app = build_app(cfg)
+    gw = app._bound_deployment
+    assert gw.name == "Gateway"
+    t, e = gw.init_args[1], gw.init_args[2]
+    tc = t._bound_deployment._deployment_config
+    assert t._bound_deployment.name == "Traditional" and tc.num_replicas == 2 and tc.max_queued_requests == 5
+    assert t._bound_deployment.ray_actor_options["num_cpus"] == 0.25
+    ac = e._bound_deployment._deployment_config.autoscaling_config
+    assert ac.min_replicas == 1 and ac.max_replicas == 3
+    assert tc.logging_config["enable_access_log"] is False
+    with pytest.raises(ValueError, match="unknown app_builder args"):
+        app_builder({"cfg": "x"})
+
+
+# -- fallback reasons and tier logic -------------------------------------------------------------------------
+
+def test_fallback_reasons_from_real_exception_types():
+    from ray.exceptions import ActorDiedError
+    from ray.serve.exceptions import BackPressureError
+
+    from pet.experts.registry import CorruptAdapterError
+    from pet.serve.policy import fallback_reason
+
+    assert fallback_reason(TimeoutError()) == "timeout"
+    assert fallback_reason(CorruptAdapterError("x")) == "corrupt_adapter"
+    assert fallback_reason(BackPressureError(num_queued_requests=3, max_queued_requests=2)) == "overloaded"
+    assert fallback_reason(ActorDiedError()) == "replica_died"
+    assert fallback_reason(RuntimeError("boom")) == "expert_error"
+
+
+class _Resp:
+    def __init__(self, coro):
+        self.coro = coro
+        self.cancelled = False
+
+    def __await__(self):
+        return self.coro.__await__()
+
+    def cancel(self):
+        self.cancelled = True
+
+
+class _Method:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, payload):
+        return _Resp(self.fn(payload))
+
+
+class _Handle:
+    """An in-process stand-in for a DeploymentHandle (same call shape: .options(...).generate.remote(p))."""
+
+    def __init__(self, fn):
+        self.generate = _Method(fn)
+
+    def options(self, **kw):
+        return self
+
+
+def _answer(text):
+    async def fn(payload):
+        return {"text": text, "signals": {"mean_logprob": -0.1, "min_token_prob": 0.5, "mean_entropy": 1.0},
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "seconds": 0.01}, "finish_reason": "stop"}
+    return fn
+
+
+def test_tier_caller_falls_back_to_t_on_expert_timeout(tmp_path, monkeypatch):
+    from pet.serve.policy import TierCaller
+
+    async def slow(payload):
+        await asyncio.sleep(5)
+
+    cfg = parse_config({"expert": {"timeout_s": 0.2, "registry_dir": str(tmp_path)}})
+    tc = TierCaller(cfg, _Handle(_answer("from T")), _Handle(slow))
+    monkeypatch.setattr(tc, "domains", lambda refresh=False: ["python"])
+    out = asyncio.run(tc.generate({"prompt": "q", "tier": "e", "domain": "python"}))
+    assert out["tier"] == "t" and out["fallback"] is True and out["fallback_reason"] == "timeout"
+    assert out["escalation"] == ["e", "t"] and out["text"] == "from T" and out["domain"] == "python"
+    with pytest.raises(ApiError) as err:
+        asyncio.run(tc.generate({"prompt": "q", "tier": "e", "domain": "nope"}))
+    assert err.value.status == 404
+    with pytest.raises(ApiError) as err:
+        asyncio.run(tc.generate({"prompt": "q" * 9000, "tier": "t"}))
+    assert err.value.status == 413
