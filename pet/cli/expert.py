@@ -122,7 +122,8 @@ def _register(args: argparse.Namespace) -> int:
     print(f"registered expert {args.name!r} at {res.record.path}")
     print(f"  held-out perplexity: base {rep.ppl_base:.3f} -> expert {rep.ppl_expert:.3f} "
           f"({rep.ppl_gain:+.1%} better)")
-    print(f"  {rep.steps} steps in {rep.train_seconds:.1f} s (eval {rep.eval_seconds:.1f} s), "
+    print(f"  {rep.steps} steps in {rep.train_seconds:.1f} s wall ({rep.train_cpu_seconds:.1f} s CPU), "
+          f"eval {rep.eval_seconds:.1f} s, "
           f"{rep.train_tokens:,} training tokens, {res.record.exemplar_count} routing exemplars, "
           f"total {res.seconds:.1f} s")
     if res.synth:

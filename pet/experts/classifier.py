@@ -8,6 +8,9 @@ Two scoring methods (compared side by side in ``benchmarks/domain_routing.py``):
 
 - ``centroid``: cosine similarity to the L2-normalised mean exemplar of each domain.
 - ``knn``: mean cosine similarity of the ``k`` most similar exemplars of each domain.
+- ``relative``: the centroid similarity divided by the domain's own mean exemplar-to-centroid similarity, so a
+  diffuse domain (casual chat) and a tight one (API questions) are judged on the same scale; the floor is then
+  a fraction of a typical exemplar's similarity (e.g. 0.6), not a cosine.
 
 The best domain wins if its score reaches ``floor``; otherwise the answer is ``None`` (out of domain).
 A classifier built with :meth:`from_registry` re-reads the registry when its domains change (checked at
@@ -25,7 +28,7 @@ import numpy as np
 
 from pet.experts.registry import CorruptAdapterError, ExpertRegistry, UnknownDomainError
 
-METHODS = ("centroid", "knn")
+METHODS = ("centroid", "knn", "relative")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -59,6 +62,9 @@ class DomainClassifier:
         self.domains = list(self.exemplars)
         self.centroids = (_unit(np.stack([v.mean(0) for v in self.exemplars.values()]))
                           if self.domains else np.zeros((0, 1), np.float32))
+        # How close a domain's own exemplars sit to its centroid (its spread), for the relative method.
+        self.spread = np.array([max(float((ex @ c).mean()), 1e-3) for ex, c in
+                                zip(self.exemplars.values(), self.centroids, strict=True)], dtype=np.float32)
 
     @classmethod
     def from_registry(cls, registry: ExpertRegistry, embedder: Any = None, floor: float = 0.35,
@@ -107,8 +113,10 @@ class DomainClassifier:
         if not self.domains:
             return {}
         v = _unit(np.asarray(vec, dtype=np.float32).reshape(-1))
-        if self.method == "centroid":
+        if self.method in ("centroid", "relative"):
             sims = self.centroids @ v
+            if self.method == "relative":
+                sims = sims / self.spread
             return {d: float(s) for d, s in zip(self.domains, sims, strict=True)}
         out = {}
         for d, ex in self.exemplars.items():

@@ -66,6 +66,7 @@ class TrainReport:
     stopped_early: bool
     train_seconds: float
     eval_seconds: float
+    train_cpu_seconds: float
     train_samples: int
     heldout_samples: int
     train_tokens: int
@@ -166,7 +167,7 @@ def train_lora(base_dir: str | Path, train_texts: Sequence[str], heldout_texts: 
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
 
     pm.train()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     steps, tokens, loss_ema, stopped = 0, 0, float("nan"), False
     batches = _batches(ids, s.batch_size, rng)
     bar = tqdm(total=s.steps, desc="LoRA training", unit="step", disable=not progress, dynamic_ncols=True)
@@ -194,6 +195,7 @@ def train_lora(base_dir: str | Path, train_texts: Sequence[str], heldout_texts: 
     finally:
         bar.close()
     train_seconds = time.perf_counter() - t0
+    train_cpu = time.process_time() - c0  # CPU time of all threads: comparable across loaded/idle machines
     pm.eval()
 
     t_eval = time.perf_counter()
@@ -208,7 +210,7 @@ def train_lora(base_dir: str | Path, train_texts: Sequence[str], heldout_texts: 
     settings_dump["target_modules"] = list(s.target_modules)
     return TrainReport(
         ppl_base=ppl_base, ppl_expert=ppl_expert, steps=steps, stopped_early=stopped,
-        train_seconds=train_seconds, eval_seconds=eval_seconds, train_samples=len(ids),
-        heldout_samples=len(heldout_texts), train_tokens=tokens, trainable_params=n_trainable,
+        train_seconds=train_seconds, eval_seconds=eval_seconds, train_cpu_seconds=train_cpu,
+        train_samples=len(ids), heldout_samples=len(heldout_texts), train_tokens=tokens, trainable_params=n_trainable,
         final_loss=loss_ema, settings=settings_dump,
     )

@@ -188,7 +188,7 @@ def _unit(v):
     return v / np.linalg.norm(v)
 
 
-@pytest.mark.parametrize("method", ["centroid", "knn"])
+@pytest.mark.parametrize("method", ["centroid", "knn", "relative"])
 def test_classifier_floor_and_hot_reload(reg, tmp_path, method):
     e = np.eye(8, dtype=np.float32)
     reg.add("alpha", make_adapter(tmp_path / "a"), np.stack([_unit(e[0] + 0.1 * e[2]), _unit(e[0] - 0.1 * e[2])]),
@@ -237,3 +237,16 @@ def test_classifier_with_text_embedder():
     clf = DomainClassifier({"aaa": emb.encode(["aaaa", "aab"]), "zzz": emb.encode(["zzzz", "zzy"])}, emb, floor=0.5)
     assert [d for d, _ in clf.classify_batch(["a a a", "zz", "mmm"])] == ["aaa", "zzz", None]
     assert clf.classify("ab")[0] == "aaa"
+
+
+def test_relative_method_evens_out_diffuse_domains():
+    """A diffuse domain's genuine query scores low in cosine but high relative to the domain's own spread."""
+    rng = np.random.default_rng(0)
+    tight = np.stack([_unit(np.eye(16)[0] + 0.05 * rng.normal(size=16)) for _ in range(8)])
+    diffuse = np.stack([_unit(np.eye(16)[1] + 1.5 * rng.normal(size=16)) for _ in range(8)])
+    query = diffuse[0]
+    cos = DomainClassifier({"tight": tight, "diffuse": diffuse}, floor=0.6, method="centroid")
+    rel = DomainClassifier({"tight": tight, "diffuse": diffuse}, floor=0.6, method="relative")
+    assert cos.classify_embedding(query)[0] is None
+    assert rel.classify_embedding(query)[0] == "diffuse"
+    assert rel.spread[rel.domains.index("diffuse")] < rel.spread[rel.domains.index("tight")]
