@@ -273,9 +273,6 @@ def test_a_broken_ledger_never_fails_the_request(env, tmp_path: Path):
     bad = tmp_path / "corrupt.sqlite"
     bad.write_bytes(b"definitely not sqlite" * 20)
     gw.cfg.ledger.path = str(bad)
-    import pet.serve.routes.openai as routes
-
-    routes._METERS.clear()
     key = {"operation": "record_usage"}
     before = REGISTRY.get_sample_value("pet_ledger_failures_total", key) or 0.0
     resp = client.chat.completions.create(model="pet-t", messages=MSGS)
@@ -283,7 +280,6 @@ def test_a_broken_ledger_never_fails_the_request(env, tmp_path: Path):
     chunks = list(client.chat.completions.create(model="pet-t", messages=MSGS, stream=True))
     assert chunks[-1].pet["metered"] is None
     assert REGISTRY.get_sample_value("pet_ledger_failures_total", key) - before == 2
-    routes._METERS.clear()
 
 
 @pytest.mark.parametrize("stops", [None, ["STOP"], ["xx", "ST"], ["never"]])

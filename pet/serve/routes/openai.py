@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from functools import lru_cache
 from typing import Any
@@ -50,7 +51,8 @@ from pet.serve.routes._openai_shapes import (
 log = logging.getLogger("ray.serve")
 STARTED = int(time.time())
 MAX_BODY_BYTES = 4 << 20
-_METERS: dict[int, Any] = {}
+# keyed weakly by the gateway object: an id() could be reused by a later gateway in the same process
+_METERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -64,9 +66,10 @@ def meter_for(gw: Any) -> Any:
     own = getattr(gw, "meter", None)
     if isinstance(own, Meter):
         return own
-    if id(gw) not in _METERS:
-        _METERS[id(gw)] = Meter.from_config(gw.cfg)
-    return _METERS[id(gw)]
+    meter = _METERS.get(gw)
+    if meter is None:
+        meter = _METERS[gw] = Meter.from_config(gw.cfg)
+    return meter
 
 
 async def domains_of(gw: Any) -> list[str]:
