@@ -151,6 +151,16 @@ class Ledger:
         metrics.REWARDS.labels(event.tier).inc(event.amount)
         return True
 
+    def credit_job(self, job_id: str, used: Mapping[str, int], purpose: str, tier: str | None = None) -> int:
+        """Credit every contributor of one training or synthesis job; returns how many were newly credited.
+
+        ``used`` maps contributor -> samples of theirs that the job used. Event ids are ``<job_id>:<contributor>``,
+        so re-running or retrying the same job never credits anyone twice.
+        """
+        _text("job_id", job_id)
+        return sum(bool(self.credit_contribution(f"{job_id}:{who}", who, n, purpose, tier))
+                   for who, n in sorted(used.items()) if n > 0)
+
     # -- reading -----------------------------------------------------------------------------------------------
 
     def summary(self, user: str | None = None, since: float | None = None) -> list[SummaryRow]:
@@ -232,6 +242,18 @@ class Meter:
                             tier: str | None = None) -> bool | None:
         """:meth:`Ledger.credit_contribution`, or None if metering is off or failed."""
         return self._call("credit_contribution", event_id, contributor, samples, purpose, tier=tier)
+
+    async def arecord_result(self, result: Mapping[str, Any], user: str | None) -> bool | None:
+        """Meter a ``/v1/generate`` response dict (request_id, tier, usage) for ``user`` (None: "anonymous")."""
+        try:
+            usage = result["usage"]
+            args = (result["request_id"], user or "anonymous", result["tier"], int(usage["prompt_tokens"]),
+                    int(usage["completion_tokens"]))
+        except (KeyError, TypeError, ValueError) as err:
+            if self.enabled:
+                self._fail("record_usage", err)
+            return None
+        return await self.arecord_usage(*args)
 
     async def arecord_usage(self, *args: Any, **kwargs: Any) -> bool | None:
         """:meth:`record_usage` in a worker thread, so a waiting SQLite lock never blocks the event loop."""

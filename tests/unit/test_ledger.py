@@ -201,3 +201,23 @@ def test_meter_from_config_default_path_and_disabled(tmp_path: Path):
     assert off.record_usage("r2", "u", "t", 1, 1) is None and off.failures == 0
     cfg2 = PetConfig.model_validate({"ledger": {"path": str(tmp_path / "x.sqlite"), "synchronous": "normal"}})
     assert Ledger.from_config(cfg2).store.synchronous == "NORMAL"
+
+
+def test_credit_job_credits_each_contributor_once(led: Ledger):
+    used = {"alice": 10, "bob": 4, "carol": 0}
+    assert led.credit_job("expert-law-v1", used, "expert_training:law") == 2
+    assert led.credit_job("expert-law-v1", used, "expert_training:law") == 0  # the job was retried
+    rows = {r.user: r for r in led.summary()}
+    assert set(rows) == {"alice", "bob"} and rows["alice"].rewards == pytest.approx(2.5)
+    assert rows["bob"].tier == "e" and rows["bob"].samples == 4
+
+
+def test_meter_records_a_generate_response(tmp_path: Path):
+    meter = Meter(Ledger(tmp_path / "l.sqlite"))
+    result = {"request_id": "g-1", "tier": "e", "text": "...", "usage": {"prompt_tokens": 7, "completion_tokens": 3,
+                                                                          "seconds": 0.2}}
+    assert asyncio.run(meter.arecord_result(result, None)) is True
+    assert asyncio.run(meter.arecord_result(result, None)) is False
+    assert asyncio.run(meter.arecord_result({"tier": "t"}, "u")) is None and meter.failures == 1
+    [row] = meter.ledger.summary()
+    assert (row.user, row.tier, row.tokens) == ("anonymous", "e", 10)
