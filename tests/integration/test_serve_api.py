@@ -103,8 +103,8 @@ def test_unknown_route_is_404_json(serve_url):
 
 def test_queue_full_is_503_with_retry_after(serve_url, serve_config):
     dep = serve_config.traditional.deployment
-    n = 3 * (dep.max_ongoing_requests + dep.max_queued_requests)
-    body = {"prompt": "Write a long story about a cat.", "tier": "t", "max_new_tokens": 4}
+    n = 2 * (dep.max_ongoing_requests + dep.max_queued_requests)
+    body = {"prompt": "Write a long story about a cat.", "tier": "t", "max_new_tokens": 3}
     with cf.ThreadPoolExecutor(n) as ex:
         rs = list(ex.map(lambda _: post(serve_url, body), range(n)))
     codes = [r.status_code for r in rs]
@@ -157,3 +157,28 @@ def test_encrypted_roundtrip(serve_url):
     # A replayed envelope is refused.
     r2 = httpx.post(f"{serve_url}/v1/generate", json={"pet_envelope": env}, timeout=60)
     assert r2.status_code == 400 and r2.json()["error"]["code"] == "invalid_envelope"
+
+
+def test_stream_yields_pieces_of_the_answer(serve_config):
+    from ray import serve
+
+    handle = serve.get_deployment_handle("Traditional", app_name=serve_config.serve.app_name)
+    payload = {"prompt": "Name three colours.", "max_new_tokens": 8, "temperature": 0.0}
+    pieces = list(handle.options(stream=True).generate_stream.remote(payload))
+    assert len(pieces) >= 2 and all(isinstance(p, str) for p in pieces)
+    whole = handle.generate.remote(payload).result(timeout_s=120)["text"]
+    assert "".join(pieces).strip() == whole.strip()
+
+
+def test_cli_ask_and_status_against_the_gateway(serve_url, capsys):
+    import json
+
+    from pet.cli.main import main
+
+    assert main(["ask", "What is 2+2?", "--tier", "t", "--max-new-tokens", "3", "--url", serve_url, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tier"] == "t" and out["usage"]["completion_tokens"] <= 3
+    assert main(["ask", "hi", "--tier", "e", "--domain", "nope", "--url", serve_url]) == 2
+    assert main(["status", "--url", serve_url]) == 0
+    text = capsys.readouterr().out
+    assert "Traditional" in text and "ExpertPool" in text and "Gateway" in text and "python" in text
