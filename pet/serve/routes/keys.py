@@ -1,4 +1,4 @@
-"""Key-service routes of the gateway: ``GET /v1/keys`` and ``GET /v1/keys/signing``.
+"""Key-service routes of the gateway: ``GET /v1/keys`` and ``GET /v1/keys/signing``, plus the envelope counters.
 
 ``GET /v1/keys`` returns :meth:`pet.security.envelope.GatewayCrypto.public_keys` (the current key id and every key
 that still decrypts, with its suite, base64url public key, status and expiry); it is registered here only when
@@ -19,11 +19,28 @@ def _has_route(app: Any, path: str) -> bool:
     return any(getattr(r, "path", None) == path for r in app.routes)
 
 
+def _expose_envelope_counters() -> None:
+    """Add the envelope counters (``pet_envelope_rejections_total{reason}``, ``pet_envelope_opened_total``) to the
+    gateway's private metrics registry, so ``GET /metrics`` shows them; a collector may live in several registries.
+    """
+    from pet.security.metrics import OPENED, REJECTIONS
+    from pet.serve.metrics import gateway_metrics
+
+    registry = gateway_metrics().registry
+    for collector in (REJECTIONS, OPENED):
+        try:
+            registry.register(collector)
+        except ValueError:  # already registered in this process (module re-imported)
+            pass
+
+
 def register_routes(app: Any, gateway_getter: Callable[[], Any]) -> None:
-    """Add the key routes to the gateway's FastAPI ``app``."""
+    """Add the key routes to the gateway's FastAPI ``app`` and expose the envelope counters on its /metrics."""
     from fastapi.responses import JSONResponse
 
     from pet.serve.schemas import ApiError
+
+    _expose_envelope_counters()
 
     if not _has_route(app, "/v1/keys"):
         @app.get("/v1/keys")
