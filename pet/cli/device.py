@@ -1,0 +1,165 @@
+"""Personal-tier commands: ``pet distill``, ``pet export``, ``pet device ask`` and ``pet bench device``.
+
+    pet distill --teacher t --student-layers 10 --steps 150 --out models/students/p10
+    pet export --model models/students/p10/model --quantize int8 --out models/bundles/p10-int8
+    pet device ask --bundle models/bundles/smollm2-int8 "What is a hash function?"
+    pet bench device --bundle models/bundles/smollm2-int8 --compare torch --json out.json --plot out.png
+
+Handlers import torch / onnxruntime inside, so ``pet --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pet.cli import CLIError
+
+
+def _group(sub: argparse._SubParsersAction, name: str, help_text: str, dest: str) -> argparse._SubParsersAction:
+    """The sub-command action of group ``name``, created or reused (another module may own ``bench`` too)."""
+    parser = sub.choices.get(name)
+    if parser is None:
+        parser = sub.add_parser(name, help=help_text)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest=dest, metavar="ACTION", required=True)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``distill``, ``export``, ``device`` and ``bench device``."""
+    d = sub.add_parser("distill", help="distil a smaller personal (P) student from T or an expert")
+    d.add_argument("--teacher", default="t", help="t, expert:NAME, or a model folder (default: t)")
+    d.add_argument("--student-layers", type=int, default=10, help="decoder layers the student keeps (default 10)")
+    d.add_argument("--steps", type=int, default=150, help="training steps (default 150)")
+    d.add_argument("--batch-size", type=int, default=4)
+    d.add_argument("--seq-len", type=int, default=128)
+    d.add_argument("--lr", type=float, default=3e-4)
+    d.add_argument("--temperature", type=float, default=2.0, help="distillation temperature")
+    d.add_argument("--alpha", type=float, default=0.8, help="weight of the KL term (1-alpha on cross-entropy)")
+    d.add_argument("--threads", type=int, default=2, help="torch threads while training")
+    d.add_argument("--max-minutes", type=float, default=None, help="stop after this long (rerun to continue)")
+    d.add_argument("--config", default=None, help="config YAML (for the teacher's model names and registry)")
+    d.add_argument("--out", required=True, help="output folder (resumes if it holds a checkpoint)")
+    d.set_defaults(func=_distill)
+
+    e = sub.add_parser("export", help="export a model folder to a device bundle (ONNX + tokenizer + parity)")
+    e.add_argument("--model", required=True, help="Hugging Face model folder (e.g. OUT/model of pet distill)")
+    e.add_argument("--quantize", choices=["none", "int8", "int4"], default="int8")
+    e.add_argument("--out", required=True, help="bundle folder to write (atomically)")
+    e.add_argument("--tier", default="P")
+    e.add_argument("--replace", action="store_true", help="atomically replace an existing bundle")
+    e.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
+    e.set_defaults(func=_export)
+
+    dv = _group(sub, "device", "run the personal model on this device (onnxruntime only)", "device_command")
+    ask = dv.add_parser("ask", help="stream an answer from a bundle")
+    ask.add_argument("prompt")
+    ask.add_argument("--bundle", default=None, help="bundle folder (default: personal.bundle of the config)")
+    ask.add_argument("--config", default=None)
+    ask.add_argument("--max-new-tokens", type=int, default=128)
+    ask.add_argument("--temperature", type=float, default=0.0)
+    ask.add_argument("--top-p", type=float, default=1.0)
+    ask.add_argument("--seed", type=int, default=None)
+    ask.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: config, 1)")
+    ask.add_argument("--signals", action="store_true", help="print confidence signals and speed after the answer")
+    ask.set_defaults(func=_ask)
+
+    b = _group(sub, "bench", "benchmarks", "bench_command")
+    bd = b.add_parser("device", help="device latency: TTFT, decode tok/s, RSS, bandwidth bound")
+    bd.add_argument("--bundle", action="append", required=True, help="bundle folder (repeat to compare)")
+    bd.add_argument("--compare", choices=["torch"], default=None, help="also measure PyTorch fp32 of the source")
+    bd.add_argument("--new-tokens", type=int, default=64)
+    bd.add_argument("--repeats", type=int, default=2)
+    bd.add_argument("--json", default=None, help="write results JSON here")
+    bd.add_argument("--plot", default=None, help="write a PNG plot here")
+    bd.set_defaults(func=_bench)
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from pet.config.loader import load_config
+    from pet.distill.train import DistillSettings, distill
+
+    cfg = load_config(args.config) if args.config else None
+    s = DistillSettings(student_layers=args.student_layers, steps=args.steps, batch_size=args.batch_size,
+                        seq_len=args.seq_len, lr=args.lr, temperature=args.temperature, alpha=args.alpha,
+                        threads=args.threads, max_minutes=args.max_minutes)
+    try:
+        r = distill(args.teacher, args.out, s, cfg=cfg, log=lambda m: print(m, flush=True))
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise CLIError(str(err)) from err
+    print(f"{'model':<22} {'layers':>6} {'params M':>9} {'held-out ppl':>13} {'torch tok/s':>12}")
+    print(f"{'teacher':<22} {r['teacher_layers']:>6} {r['params_teacher'] / 1e6:>9.1f} {r['ppl_teacher']:>13.2f} "
+          f"{r['torch_tok_s_teacher_1thread']:>12.1f}")
+    print(f"{'truncated init':<22} {r['student_layers']:>6} {r['params_student'] / 1e6:>9.1f} "
+          f"{r['ppl_truncated_init']:>13.2f} {'':>12}")
+    print(f"{'distilled student':<22} {r['student_layers']:>6} {r['params_student'] / 1e6:>9.1f} "
+          f"{r['ppl_student']:>13.2f} {r['torch_tok_s_student_1thread']:>12.1f}")
+    print(f"student model: {r['model_dir']}  (next: pet export --model {r['model_dir']} --quantize int8 --out B)")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import torch
+
+    from pet.export.bundle import export_bundle
+    from pet.export.onnx import ExportError
+
+    torch.set_num_threads(1)
+    try:
+        out = export_bundle(args.model, args.out, quantize=args.quantize, tier=args.tier, replace=args.replace,
+                            parity=not args.no_parity, log=lambda m: print(f"  {m}", flush=True))
+    except ExportError as err:
+        raise CLIError(str(err)) from err
+    import json
+
+    meta = json.loads((out / "bundle.json").read_text())
+    p = meta.get("parity") or {}
+    mb = sum((out / f).stat().st_size for f in meta["files"]) / 1e6
+    print(f"bundle {out}: {meta['quantization']}, {meta['layers']} layers, {mb:.1f} MB, opset {meta['opset']}")
+    if p:
+        print(f"parity: max logit diff {p['max_logit_diff']:.4g}, greedy agreement {p['greedy_token_agreement']:.2f} "
+              f"(exact {p['greedy_exact']:.2f}), held-out ppl {p['ppl_bundle']:.3f} vs fp32 {p['ppl_torch_fp32']:.3f} "
+              f"(x{p['ppl_ratio']:.3f})")
+    return 0
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from pet.device.bundle import BundleError
+    from pet.device.runtime import DeviceModel
+
+    bundle, threads = args.bundle, args.threads
+    if bundle is None or threads is None:
+        from pet.config.loader import load_config
+
+        cfg = load_config(args.config) if args.config else None
+        if cfg is None:
+            from pet.config.schema import PetConfig
+
+            cfg = PetConfig()
+        bundle = bundle or cfg.personal.bundle
+        threads = threads or cfg.personal.num_threads
+    if not bundle:
+        raise CLIError("no bundle: pass --bundle or set personal.bundle in the config")
+    try:
+        m = DeviceModel.load(bundle, num_threads=threads)
+        g = m.generate(args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                       top_p=args.top_p, seed=args.seed, on_token=lambda t: print(t, end="", flush=True))
+    except BundleError as err:
+        raise CLIError(str(err)) from err
+    print()
+    if args.signals:
+        s = g.signals
+        print(f"[{g.usage.completion_tokens} tokens, {g.usage.seconds:.2f} s, {g.finish_reason}; mean logprob "
+              f"{s.mean_logprob:.3f}, min p {s.min_token_prob:.3f}, mean entropy {s.mean_entropy:.3f}]",
+              file=sys.stderr)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from pet.device.bench import run_device_bench
+
+    run_device_bench(args.bundle, compare_torch=args.compare == "torch", new_tokens=args.new_tokens,
+                     repeats=args.repeats, json_out=args.json, plot_out=args.plot)
+    return 0

@@ -1,0 +1,143 @@
+"""``export_bundle``: a Hugging Face causal-LM folder -> a device bundle folder, atomically.
+
+    from pet.export.bundle import export_bundle
+    export_bundle("models/smollm2-135m-instruct", "models/bundles/smollm2-int8", quantize="int8")
+
+The bundle is built in a hidden temp sibling (:func:`pet.io.atomic_dir`) and renamed into place only after
+export, quantisation, hashing and the parity check all succeeded, so an existing bundle is never half
+replaced. ``bundle.json`` carries a ``signature: null`` slot for :mod:`pet.security.signing`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pet.device.bundle import (
+    BUNDLE_FORMAT,
+    MANIFEST,
+    MODEL_FILE,
+    QUANTIZATIONS,
+    TEMPLATE_FILE,
+    TOKENIZER_FILE,
+    model_opset,
+)
+from pet.export.onnx import ExportError, export_fp32
+from pet.export.onnx import quantize as quantize_onnx
+from pet.io import atomic_dir, atomic_write_json, sha256_tree
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def tokenizer_facts(model_dir: Path) -> tuple[str | None, dict[str, str], list[int]]:
+    """Chat template, special-token strings and end-of-turn token ids of a HF model folder."""
+    tcfg = _read_json(model_dir / "tokenizer_config.json")
+    template = tcfg.get("chat_template")
+    if (model_dir / TEMPLATE_FILE).is_file():
+        template = (model_dir / TEMPLATE_FILE).read_text(encoding="utf-8")
+    if isinstance(template, list):  # named templates: the default one
+        template = next((t["template"] for t in template if t.get("name") == "default"), None)
+    special = {k: v for k in ("bos_token", "eos_token", "unk_token", "pad_token")
+               if isinstance(v := tcfg.get(k), str)}
+    vocab = {t["content"]: t["id"] for t in _read_json(model_dir / TOKENIZER_FILE).get("added_tokens", [])}
+    eos: set[int] = set()
+    # Same set the torch tiers stop on (pet.models.lm.CausalLM._eos_ids): tokenizer eos, generation eos, im_end.
+    if special.get("eos_token") in vocab:
+        eos.add(vocab[special["eos_token"]])
+    for cfg in (_read_json(model_dir / "generation_config.json"), _read_json(model_dir / "config.json")):
+        e = cfg.get("eos_token_id")
+        eos.update([e] if isinstance(e, int) else (e or []))
+    if "<|im_end|>" in vocab:
+        eos.add(vocab["<|im_end|>"])
+    return template, special, sorted(int(x) for x in eos)
+
+
+def write_manifest(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Hash every file except bundle.json into ``meta['files']`` and write bundle.json atomically."""
+    meta = dict(meta)
+    meta["files"] = sha256_tree(folder, exclude=(MANIFEST,))
+    meta.setdefault("signature", None)
+    atomic_write_json(folder / MANIFEST, meta)
+    return meta
+
+
+def export_bundle(model_dir: str | Path, out_dir: str | Path, quantize: str = "int8", tier: str = "P",
+                  replace: bool = False, model_id: str | None = None, parity: bool = True,
+                  from_onnx: str | Path | None = None, parity_texts: list[str] | None = None,
+                  parity_prompts: list[str] | None = None,
+                  log: Callable[[str], None] = lambda m: None) -> Path:
+    """Export ``model_dir`` to the bundle folder ``out_dir``; returns ``out_dir``.
+
+    ``quantize`` is none, int8 or int4. ``from_onnx`` reuses an fp32 ``model.onnx`` exported earlier (skips
+    the ~1 minute optimum export). ``parity=False`` skips the parity check (tests of bad bundles only).
+    Raises FileExistsError when ``out_dir`` exists and not ``replace``; ExportError when a step fails.
+    """
+    mode = quantize
+    if mode not in QUANTIZATIONS:
+        raise ExportError(f"unknown quantisation {mode!r} (choose {', '.join(QUANTIZATIONS)})")
+    model_dir = Path(model_dir).resolve()
+    out_dir = Path(out_dir)
+    cfg = _read_json(model_dir / "config.json")
+    if not cfg:
+        raise FileNotFoundError(f"{model_dir} is not a model folder (no config.json)")
+    if not (model_dir / TOKENIZER_FILE).is_file():
+        raise FileNotFoundError(f"{model_dir} has no {TOKENIZER_FILE} (the device runtime needs a fast tokenizer)")
+    if out_dir.exists() and not replace:
+        raise FileExistsError(f"{out_dir} already exists (use --replace to swap it atomically)")
+    t0 = time.perf_counter()
+    template, special, eos = tokenizer_facts(model_dir)
+    heads = int(cfg["num_attention_heads"])
+    with atomic_dir(out_dir, replace=replace) as tmp, tempfile.TemporaryDirectory(prefix=".pet-export-",
+                                                                                  dir=out_dir.parent) as work:
+        if from_onnx is None:
+            log(f"exporting {model_dir.name} to ONNX with KV cache (optimum)")
+            fp32 = export_fp32(model_dir, Path(work) / "fp32")
+        else:
+            fp32 = Path(from_onnx)
+            if not fp32.is_file():
+                raise FileNotFoundError(f"{fp32} does not exist")
+        log(f"quantisation: {mode}")
+        quantize_onnx(fp32, tmp / MODEL_FILE, mode)
+        shutil.copy2(model_dir / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
+        if template:
+            (tmp / TEMPLATE_FILE).write_text(template, encoding="utf-8")
+        meta: dict[str, Any] = {
+            "format": BUNDLE_FORMAT,
+            "model_id": model_id or model_dir.name,
+            "source": str(model_dir),
+            "tier": tier,
+            "architecture": (cfg.get("architectures") or ["?"])[0],
+            "layers": int(cfg["num_hidden_layers"]),
+            "hidden_size": int(cfg["hidden_size"]),
+            "num_kv_heads": int(cfg.get("num_key_value_heads", heads)),
+            "head_dim": int(cfg.get("head_dim") or cfg["hidden_size"] // heads),
+            "vocab_size": int(cfg["vocab_size"]),
+            "max_context": int(cfg.get("max_position_embeddings", 2048)),
+            "quantization": mode,
+            "opset": model_opset(tmp / MODEL_FILE),
+            "eos_token_ids": eos,
+            "special_tokens": special,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "parity": None,
+            "signature": None,
+        }
+        write_manifest(tmp, meta)
+        if parity:
+            from pet.export.parity import measure_parity
+
+            log("parity check against PyTorch fp32")
+            meta["parity"] = measure_parity(model_dir, tmp, prompts=parity_prompts, texts=parity_texts, log=log)
+            write_manifest(tmp, meta)
+        meta["export_seconds"] = round(time.perf_counter() - t0, 1)
+        write_manifest(tmp, meta)
+    log(f"bundle written to {out_dir} ({time.perf_counter() - t0:.0f} s)")
+    return out_dir
+

@@ -1,0 +1,121 @@
+"""Bundle integrity and atomic export on the tiny model: missing / altered files, wrong opset, bad manifest,
+existing output folders, failed exports leaving nothing behind, and signature enforcement."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from pet.device.bundle import BundleError
+
+
+@pytest.fixture(scope="module")
+def plain_bundle(tiny_lm_dir, tmp_path_factory):
+    """An fp32 bundle of the tiny model without the parity check (integrity tests only)."""
+    from pet.export.bundle import export_bundle
+
+    return export_bundle(tiny_lm_dir, tmp_path_factory.mktemp("plain") / "b", quantize="none", parity=False)
+
+
+@pytest.fixture
+def bundle_copy(plain_bundle, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(plain_bundle, dst)
+    return dst
+
+
+def _load(path, **kw):
+    from pet.device.runtime import DeviceModel
+
+    return DeviceModel.load(path, **kw)
+
+
+def test_good_bundle_loads(bundle_copy):
+    m = _load(bundle_copy)
+    assert m.info.quantization == "none" and m.info.parity == {}
+    assert m.generate("Hello", max_new_tokens=3).usage.prompt_tokens > 0
+
+
+def test_missing_file(bundle_copy):
+    (bundle_copy / "tokenizer.json").unlink()
+    with pytest.raises(BundleError, match="tokenizer.json is missing"):
+        _load(bundle_copy)
+
+
+def test_altered_file(bundle_copy):
+    with open(bundle_copy / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleError, match="model.onnx was altered: sha256"):
+        _load(bundle_copy)
+
+
+def test_wrong_opset_and_bad_manifest(bundle_copy):
+    meta_path = bundle_copy / "bundle.json"
+    meta = json.loads(meta_path.read_text())
+    meta["opset"] = 7
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="opset 7 is not supported"):
+        _load(bundle_copy)
+    del meta["files"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="lacks keys: files"):
+        _load(bundle_copy)
+    meta_path.write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        _load(bundle_copy)
+    meta_path.unlink()
+    with pytest.raises(BundleError, match="bundle.json is missing"):
+        _load(bundle_copy)
+    with pytest.raises(BundleError, match="does not exist"):
+        _load(bundle_copy / "nope")
+
+
+def test_export_is_atomic(tiny_lm_dir, plain_bundle, tmp_path):
+    from pet.export.bundle import export_bundle
+    from pet.export.onnx import ExportError
+
+    before = json.loads((plain_bundle / "bundle.json").read_text())
+    with pytest.raises(FileExistsError):
+        export_bundle(tiny_lm_dir, plain_bundle, quantize="none", parity=False)
+    assert json.loads((plain_bundle / "bundle.json").read_text()) == before
+    target = tmp_path / "broken"
+    with pytest.raises(ExportError, match="unknown quantisation"):
+        export_bundle(tiny_lm_dir, target, quantize="int3", parity=False)
+    with pytest.raises(FileNotFoundError, match="is not a model folder"):
+        export_bundle(tmp_path, target, quantize="none", parity=False)
+    # A step failing inside the temp folder (bad fp32 source) leaves neither the target nor temp folders behind.
+    bad_onnx = tmp_path / "bad.onnx"
+    bad_onnx.write_bytes(b"not onnx")
+    with pytest.raises(ExportError):
+        export_bundle(tiny_lm_dir, target, quantize="int8", parity=False, from_onnx=bad_onnx)
+    assert not target.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # replace=True swaps a finished bundle in place.
+    replaced = export_bundle(tiny_lm_dir, tmp_path / "r", quantize="int8", parity=False,
+                             from_onnx=plain_bundle / "model.onnx")
+    export_bundle(tiny_lm_dir, replaced, quantize="none", parity=False, from_onnx=plain_bundle / "model.onnx",
+                  replace=True)
+    assert json.loads((replaced / "bundle.json").read_text())["quantization"] == "none"
+
+
+def test_signature_enforced(bundle_copy, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from pet.security.signing import sign_bundle
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    pub = key.public_key()
+    with pytest.raises(BundleError, match="unsigned"):
+        _load(bundle_copy, public_key=pub)  # a configured key refuses unsigned bundles
+    sign_bundle(bundle_copy, key)
+    assert _load(bundle_copy, public_key=pub).info.signature["alg"] == "Ed25519"
+    other = ed25519.Ed25519PrivateKey.generate().public_key()
+    with pytest.raises(BundleError, match="another key"):
+        _load(bundle_copy, public_key=other)
+    meta = json.loads((bundle_copy / "bundle.json").read_text())
+    meta["tier"] = "E"
+    (bundle_copy / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="altered"):
+        _load(bundle_copy, public_key=pub)
