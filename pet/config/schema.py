@@ -383,6 +383,8 @@ class ServeConfig(StrictModel):
     route_prefix: str = Field("/", description="HTTP route prefix")
     http: HttpOptions = Field(default_factory=HttpOptions)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    augmenter: DeploymentOptions = Field(default_factory=DeploymentOptions,
+                                         description="options of the Augmenter deployment (when installed)")
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray instance (None: all)")
 
     @field_validator("route_prefix")
