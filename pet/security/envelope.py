@@ -44,7 +44,7 @@ from cryptography.exceptions import InvalidTag
 
 from pet.security.keys import KeyRecord, KeyRing, keys_dir_for
 from pet.security.metrics import count_open, count_rejection
-from pet.security.replay import ReplayGuard
+from pet.security.replay import ReplayGuard, SqliteReplayGuard
 from pet.security.suites import SecretKey, SuiteSpec, b64d, b64e, get_suite
 
 PROTOCOL_VERSION = 1
@@ -138,12 +138,12 @@ class GatewayCrypto:
 
     def __init__(self, keyring: KeyRing, suite: str, replay_window_s: float = 300.0, grace_s: float = 86400.0,
                  replay_cache_size: int = 100_000, max_envelope_bytes: int = 1 << 20,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, replay: ReplayGuard | SqliteReplayGuard | None = None):
         self.keyring = keyring
         self.suite = get_suite(suite).name
         self.grace_s = grace_s
         self.max_envelope_bytes = max_envelope_bytes
-        self.replay = ReplayGuard(replay_window_s, replay_cache_size)
+        self.replay = replay if replay is not None else ReplayGuard(replay_window_s, replay_cache_size)
         self.clock = clock
         self._records: dict[str, KeyRecord] = {}
         self._secrets: dict[str, SecretKey] = {}
@@ -159,11 +159,19 @@ class GatewayCrypto:
 
     @classmethod
     def from_config(cls, cfg: Any) -> GatewayCrypto:
-        """Load the keys of ``cfg.crypto.keys_dir`` (default: ``pet.paths.state_dir()/"keys"``)."""
+        """Load the keys of ``cfg.crypto.keys_dir`` (default: ``pet.paths.state_dir()/"keys"``).
+
+        With more than one gateway replica (``num_replicas > 1`` or autoscaling) the replay store is shared
+        through ``<keys_dir>/replay.sqlite`` (:class:`SqliteReplayGuard`), else it is in memory.
+        """
         c = cfg.crypto
-        return cls(KeyRing(keys_dir_for(cfg)), c.suite, replay_window_s=c.replay_window_s,
-                   grace_s=c.key_grace_period_s, replay_cache_size=c.replay_cache_size,
-                   max_envelope_bytes=c.max_envelope_bytes)
+        ring = KeyRing(keys_dir_for(cfg))
+        dep = cfg.serve.gateway.deployment
+        replay = None
+        if dep.num_replicas > 1 or dep.autoscaling_config is not None:
+            replay = SqliteReplayGuard(ring.root / "replay.sqlite", c.replay_window_s)
+        return cls(ring, c.suite, replay_window_s=c.replay_window_s, grace_s=c.key_grace_period_s,
+                   replay_cache_size=c.replay_cache_size, max_envelope_bytes=c.max_envelope_bytes, replay=replay)
 
     # -- keys -----------------------------------------------------------------------------------------------------
 
