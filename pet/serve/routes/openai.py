@@ -214,6 +214,9 @@ class _Call:
                 piece = await gen.__anext__()
         except StopAsyncIteration:
             pass
+        except (asyncio.CancelledError, GeneratorExit):
+            gen.cancel()  # the client went away: free T's replica (the partial answer is not billed)
+            raise
         except Exception as err:  # mid-stream failure: OpenAI sends an error event and ends the stream
             error = OpenAIError(502, f"the traditional model failed while streaming ({type(err).__name__})",
                                 "stream_failed")
