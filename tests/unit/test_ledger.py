@@ -12,8 +12,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from pet.config.schema import PetConfig
-from pet.ledger import Ledger, LedgerError, Meter, SqliteLedgerStore
+from pet.ledger import Ledger, LedgerError, LedgerStore, Meter, SqliteLedgerStore
 from pet.ledger.ledger import default_ledger_path
+from pet.ledger.store import Counts, SummaryRow
 
 
 def metric(name: str, **labels: str) -> float:
@@ -221,3 +222,51 @@ def test_meter_records_a_generate_response(tmp_path: Path):
     assert asyncio.run(meter.arecord_result({"tier": "t"}, "u")) is None and meter.failures == 1
     [row] = meter.ledger.summary()
     assert (row.user, row.tier, row.tokens) == ("anonymous", "e", 10)
+
+
+class DictStore(LedgerStore):
+    """A second LedgerStore (in memory), standing in for a server database: Ledger must need nothing else."""
+
+    def __init__(self) -> None:
+        self.usage: dict = {}
+        self.rewards: dict = {}
+
+    def add_usage(self, event) -> bool:
+        return self.usage.setdefault(event.request_id, event) is event
+
+    def add_reward(self, event) -> bool:
+        return self.rewards.setdefault(event.event_id, event) is event
+
+    def summary(self, user=None, since=None):
+        rows: dict = {}
+        for e in self.usage.values():
+            if (user is None or e.user == user) and (since is None or e.ts >= since):
+                r = rows.setdefault((e.user, e.tier), SummaryRow(e.user, e.tier))
+                r.requests += 1
+                r.prompt_tokens += e.prompt_tokens
+                r.completion_tokens += e.completion_tokens
+                r.cost += e.cost
+        for e in self.rewards.values():
+            if (user is None or e.contributor == user) and (since is None or e.ts >= since):
+                r = rows.setdefault((e.contributor, e.tier), SummaryRow(e.contributor, e.tier))
+                r.samples += e.samples
+                r.rewards += e.amount
+        return [rows[k] for k in sorted(rows)]
+
+    def events(self, user=None, since=None):
+        return iter([])
+
+    def counts(self) -> Counts:
+        return Counts(len(self.usage), len(self.rewards))
+
+
+def test_another_store_can_replace_sqlite_and_gives_the_same_totals(tmp_path: Path):
+    def run(led: Ledger) -> list[tuple]:
+        led.record_usage("a", "u1", "t", 100, 50)
+        led.record_usage("a", "u1", "t", 100, 50)
+        led.record_usage("b", "u1", "e", 10, 10)
+        led.credit_job("job", {"u1": 3, "u2": 5}, "synthetic_data")
+        return [(r.user, r.tier, r.requests, r.tokens, round(r.cost, 9), r.samples, round(r.rewards, 9))
+                for r in led.summary()]
+
+    assert run(Ledger(store=DictStore())) == run(Ledger(tmp_path / "l.sqlite"))

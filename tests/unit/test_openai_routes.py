@@ -44,6 +44,10 @@ class FakeStream:
         self.cancelled = True
 
 
+class BackPressureError(RuntimeError):
+    """Same name as ray.serve.exceptions.BackPressureError (the route matches it by name)."""
+
+
 class FakeTraditional:
     def __init__(self) -> None:
         self.payloads: list[dict] = []
@@ -184,6 +188,21 @@ def test_streaming_other_models_sends_the_finished_answer_in_chunks(env):
     assert "".join(o["choices"][0]["delta"].get("content", "") for o in objs) == ANSWER
     assert len(objs) > 5 and objs[-1]["pet"]["streamed"] == "finished_answer"
     assert led.counts().usage == 1
+
+
+def test_stream_start_failures_get_status_codes(env):
+    gw, http, _, _ = env
+    gw.traditional.fail_after = 0
+    body = {"model": "pet-t", "messages": MSGS, "stream": True}
+    assert error_of(http, body, 502)["code"] == "stream_failed"
+
+    class FullQueue(FakeStream):
+        async def __anext__(self) -> str:
+            raise BackPressureError("queue full")
+
+    gw.traditional.remote = lambda payload: FullQueue([])
+    r = http.post("/v1/chat/completions", json=body)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded" and r.headers["retry-after"] == "1"
 
 
 def test_mid_stream_failure_sends_an_openai_error_event(env):

@@ -177,8 +177,6 @@ class _Call:
 
     async def t_stream(self) -> tuple[AsyncIterator[str], Any]:
         """T's piece generator, started, and its first piece (so early failures still get a status code)."""
-        from ray.serve.exceptions import BackPressureError
-
         payload = await self.payload()
         self._check_t_limits()
         t_payload = {"prompt": self.messages, "max_new_tokens": payload["max_new_tokens"],
@@ -188,12 +186,15 @@ class _Call:
             first = await asyncio.wait_for(gen.__anext__(), timeout=self.gw.cfg.serve.gateway.request_timeout_s)
         except StopAsyncIteration:
             first = None
-        except BackPressureError:
-            raise OpenAIError(503, "the traditional model's queue is full; retry later", "overloaded",
-                              headers={"Retry-After": "1"}) from None
         except TimeoutError:
             gen.cancel()
             raise OpenAIError(504, "the traditional model did not answer in time", "timeout") from None
+        except Exception as err:
+            # matched by name: importing ray.serve here would cost seconds in every process that imports routes
+            if "BackPressureError" in {c.__name__ for c in type(err).__mro__}:
+                raise OpenAIError(503, "the traditional model's queue is full; retry later", "overloaded",
+                                  headers={"Retry-After": "1"}) from None
+            raise OpenAIError(502, f"the traditional model failed ({type(err).__name__})", "stream_failed") from None
         return gen, first
 
     async def sse_t(self, gen: Any, first: str | None) -> AsyncIterator[bytes]:
