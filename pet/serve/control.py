@@ -64,8 +64,15 @@ def start_ray(cfg: PetConfig, address: str | None = None, detach: bool = False) 
         subprocess.run(cmd, check=True, capture_output=True, text=True)
         address, started = "auto", True
     if address in (None, "local"):
-        ray.init(address="local", num_cpus=cfg.serve.ray_num_cpus, include_dashboard=False,
-                 log_to_driver=False, ignore_reinit_error=True)
+        for attempt in range(3):  # Ray gives its raylet a fixed 30 s to start; a busy machine can miss it
+            try:
+                ray.init(address="local", num_cpus=cfg.serve.ray_num_cpus, include_dashboard=False,
+                         log_to_driver=False, ignore_reinit_error=True)
+                break
+            except Exception:
+                ray.shutdown()
+                if attempt == 2:
+                    raise
         address = "local"
     else:
         ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
@@ -131,7 +138,8 @@ def stop_local(app_name: str | None = None) -> None:
     from ray import serve
 
     try:
-        serve.shutdown()
+        if ray.is_initialized():  # serve.shutdown() would otherwise start a fresh Ray just to find nothing
+            serve.shutdown()
     finally:
         ray.shutdown()
         try:

@@ -180,6 +180,7 @@ class Gateway(TierCaller):
         # Through sys.modules: Serve pickles this class by value, so its own globals are a copy, while the
         # route functions above read the real module's _LIVE.
         importlib.import_module("pet.serve.gateway")._LIVE["gateway"] = self
+        self.warm_up()
 
     def crypto(self) -> Any:
         """The security module's GatewayCrypto, loaded on first use (404 when the module is absent)."""

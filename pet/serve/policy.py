@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
@@ -50,6 +51,12 @@ class TierCaller:
         self._domains: tuple[float, list[str]] = (0.0, [])
         self._router: Any = None
         self._router_failed = False
+        self._router_lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        """Load the domain router in the background when experts exist, so the first auto request is fast."""
+        if self.domains():
+            threading.Thread(target=self.router, name="pet-router-warmup", daemon=True).start()
 
     # -- registry and domain choice ------------------------------------------------------------------------
 
@@ -74,6 +81,10 @@ class TierCaller:
 
     def router(self) -> Any:
         """The cloud router: CloudRouter if the router package exists, else a DomainClassifier adapter."""
+        with self._router_lock:
+            return self._build_router()
+
+    def _build_router(self) -> Any:
         if self._router is None and not self._router_failed:
             try:
                 import torch
