@@ -45,6 +45,7 @@ class DistillSettings:
     seed: int = 0
     threads: int = 2
     max_minutes: float | None = None  # stop training (with a checkpoint) after this long; a rerun continues
+    max_steps_this_run: int | None = None  # likewise, after this many steps of this run
 
 
 def _teacher_generations(model: Any, tok: Any, s: DistillSettings, cache: Path,
@@ -156,7 +157,7 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
             atomic_write_json(tmp / "state.json", state)
 
     student.train()
-    t_train = time.perf_counter()
+    t_train, first_step = time.perf_counter(), state["step"]
     bar = tqdm(total=s.steps, initial=state["step"], desc="distill", unit="step", disable=not progress,
                dynamic_ncols=True)
     while state["step"] < s.steps:
@@ -190,11 +191,12 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
         bar.set_postfix(kl=f"{kl_v:.3f}", ce=f"{ce_v:.3f}")
         if not progress and state["step"] % 10 == 0:
             log(f"step {state['step']}/{s.steps} kl {kl_v:.3f} ce {ce_v:.3f}")
-        out_of_time = s.max_minutes is not None and time.perf_counter() - t_train > 60 * s.max_minutes
+        out_of_time = (s.max_minutes is not None and time.perf_counter() - t_train > 60 * s.max_minutes) or (
+            s.max_steps_this_run is not None and state["step"] - first_step >= s.max_steps_this_run)
         if state["step"] % s.checkpoint_every == 0 or state["step"] == s.steps or out_of_time:
             save_checkpoint()
         if out_of_time:
-            log(f"time budget of {s.max_minutes} min reached at step {state['step']}/{s.steps}")
+            log(f"budget of this run reached at step {state['step']}/{s.steps}; run again to continue")
             break
     bar.close()
     student.eval()

@@ -1,10 +1,14 @@
 """ONNX export with KV cache (optimum ``text-generation-with-past``) and weight quantisation.
 
 - ``none``: the fp32 graph as exported.
-- ``int8``: onnxruntime ``quantize_dynamic`` (int8 weights, per-channel, uint8 activations quantised at
-  run time) of MatMul and Gather (the embedding table), which is what makes the file ~4x smaller.
-- ``int4``: 4-bit block-wise weight-only ``MatMulNBits`` (onnxruntime's ``MatMulNBitsQuantizer``, symmetric,
-  block 32, accuracy level 4 = int8 compute); the embedding stays fp32.
+- ``int8`` / ``int4``: block-wise weight-only quantisation of every MatMul, head included, to onnxruntime's
+  ``MatMulNBits`` (``MatMulNBitsQuantizer``: symmetric, blocks of 32 weights with their own scale, accuracy
+  level 4 = int8 compute kernels). The embedding table stays fp32 (one row is read per token).
+
+Why not ``quantize_dynamic``: measured on SmolLM2-135M it raised held-out perplexity by ~60%. optimum ties
+the head to the embedding through a run-time ``Transpose``, so dynamic quantisation quantised the shared
+table per tensor (one scale for 49k rows) and dequantised + transposed it on every step. :func:`untie_head`
+first turns that ``Transpose`` into a constant, so the head becomes an ordinary quantisable weight.
 """
 
 from __future__ import annotations
@@ -78,36 +82,72 @@ def quantize(src: Path, dst: Path, mode: str) -> Path:
     raise ExportError(f"unknown quantisation {mode!r} (choose none, int8 or int4)")
 
 
-def _int8(src: Path, dst: Path) -> Path:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def untie_head(src: Path, dst: Path) -> Path:
+    """Replace every ``MatMul(x, Transpose(initializer))`` by ``MatMul(x, constant)`` (the tied LM head)."""
+    import onnx
+    from onnx import numpy_helper
 
-    try:
-        with _quiet_loggers():
-            quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Gather"], per_channel=True,
-                             weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
-    except Exception as err:
-        raise ExportError(f"int8 dynamic quantisation of {src} failed: {err}") from err
+    model = onnx.load(str(src))
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers[i] = consumers.get(i, 0) + 1
+    drop = []
+    for node in g.node:
+        if node.op_type != "MatMul" or node.input[1] in inits:
+            continue
+        tr = producers.get(node.input[1])
+        if tr is None or tr.op_type != "Transpose" or tr.input[0] not in inits:
+            continue
+        perm = next((list(a.ints) for a in tr.attribute if a.name == "perm"), None)
+        w = numpy_helper.to_array(inits[tr.input[0]])
+        wt = w.transpose(perm) if perm else w.T
+        name = f"{tr.input[0]}_transposed_for_{node.name.strip('/').replace('/', '_')}"
+        g.initializer.append(numpy_helper.from_array(wt.copy(), name))
+        node.input[1] = name
+        consumers[tr.output[0]] -= 1
+        if consumers[tr.output[0]] == 0:
+            drop.append(tr)
+    for n in drop:
+        g.node.remove(n)
+    # Over 2 GB (untied copy of a big table) protobuf needs external data; small models stay one file.
+    big = sum(i.ByteSize() for i in g.initializer) > 1_800_000_000
+    onnx.save(model, str(dst), save_as_external_data=big, location=dst.name + "_data" if big else None)
     return dst
 
 
-def _int4(src: Path, dst: Path, block_size: int = 32) -> Path:
+def _nbits(src: Path, dst: Path, bits: int, block_size: int = 32) -> Path:
     import onnx
 
     try:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
     except ImportError as err:
-        raise ExportError(f"int4 needs onnxruntime's MatMulNBitsQuantizer, which is unavailable: {err}") from err
+        raise ExportError(f"int{bits} needs onnxruntime's MatMulNBitsQuantizer, which is unavailable: {err}") from err
+    untied = dst.with_name(".untied.onnx")
     try:
         with _quiet_loggers():
-            model = onnx.load(str(src))
-            q = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=True, accuracy_level=4)
+            untie_head(src, untied)
+            model = onnx.load(str(untied))
+            q = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True, accuracy_level=4)
             q.process()
             q.model.save_model_to_file(str(dst), use_external_data_format=False)
     except Exception as err:
-        raise ExportError(f"int4 MatMulNBits quantisation of {src} failed: {err}") from err
-    import onnx as _onnx
-
-    ops = {n.op_type for n in _onnx.load(str(dst), load_external_data=False).graph.node}
+        raise ExportError(f"int{bits} MatMulNBits quantisation of {src} failed: {err}") from err
+    finally:
+        for p in untied.parent.glob(".untied.onnx*"):
+            p.unlink()
+    ops = [n.op_type for n in onnx.load(str(dst), load_external_data=False).graph.node]
     if "MatMulNBits" not in ops:
-        raise ExportError(f"int4 quantisation of {src} produced no MatMulNBits node; this graph is not supported")
+        raise ExportError(f"int{bits} quantisation of {src} produced no MatMulNBits node; this graph is not supported")
     return dst
+
+
+def _int8(src: Path, dst: Path) -> Path:
+    return _nbits(src, dst, bits=8)
+
+
+def _int4(src: Path, dst: Path) -> Path:
+    return _nbits(src, dst, bits=4)
