@@ -153,6 +153,11 @@ def plot(summary: dict, rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def stage(k: int, what: str, t0: float) -> None:
+    """A progress line (no text of any user)."""
+    print(f"  user {k + 1}: {what} (+{time.perf_counter() - t0:.0f} s)", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=6, help="users to evaluate (sampled with --seed)")
@@ -163,6 +168,8 @@ def main() -> int:
     ap.add_argument("--rouge-n", type=int, default=8, help="held-out messages generated for ROUGE-L")
     ap.add_argument("--synthetic", type=int, default=24, help="synthetic samples asked for per user")
     ap.add_argument("--steps", type=int, default=None, help="LoRA steps (default: config)")
+    ap.add_argument("--lr", type=float, default=None, help="LoRA learning rate (default: config)")
+    ap.add_argument("--oversample", type=float, default=None, help="T candidates per synthetic sample")
     ap.add_argument("--p-model", default=None, help="P model folder (default: personalization.base_model)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(RESULTS / "personalization"))
@@ -184,6 +191,10 @@ def main() -> int:
     pcfg = cfg.personalization
     if args.steps:
         pcfg.steps = args.steps
+    if args.lr:
+        pcfg.learning_rate = args.lr
+    if args.oversample:
+        pcfg.oversample = args.oversample
     t_start = time.perf_counter()
     info = machine()
     p_dir = Path(args.p_model) if args.p_model else resolve_model(pcfg.base_model, cfg.models_dir)
@@ -216,11 +227,13 @@ def main() -> int:
         shared = [r["text"] for r in train_low]
         aug = augment_local({"shared": shared, "n": args.synthetic, "seed": args.seed + k}, t_lm, emb, pcfg, rounds=1)
         synth = aug["samples"]
+        stage(k, f"augment: {len(synth)} synthetic kept of {aug['stats'].get('candidates', 0)}", t_user)
         row: dict = {"user": f"user{k:03d}", "messages": len(recs), "heldout": len(heldout),
                      "train_full": len(train_full), "train_low": len(train_low), "synthetic": len(synth),
                      "augment_stats": aug["stats"], "full": {}, "low": {}, "train": {}}
         res_a = evaluate(base, tok, heldout, pcfg, args.rouge_n)
         res_d = evaluate(t_lm.model, t_lm.tokenizer, heldout, pcfg, args.rouge_n, prompt_fn=t_prompt)
+        stage(k, "evaluated (a) and (d)", t_user)
         for setting, train in (("full", train_full), ("low", train_low)):
             row[setting]["a_base"] = res_a
             row[setting]["d_t_zero_shot"] = res_d
@@ -230,6 +243,7 @@ def main() -> int:
                 row[setting][v] = evaluate(tr.model, tok, heldout, pcfg, args.rouge_n)
                 row["train"][f"{setting}/{v}"] = tr.summary()
                 base = tr.model.unload()  # drop the adapter: the next variant starts from the same base
+                stage(k, f"{setting}/{v}: {tr.steps} steps in {tr.seconds:.0f} s, evaluated", t_user)
         per_user_s.append(time.perf_counter() - t_user)
         row["seconds"] = round(per_user_s[-1], 1)
         rows.append(row)

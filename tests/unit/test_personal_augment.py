@@ -25,9 +25,9 @@ SHARED = [
 
 @pytest.fixture(scope="module")
 def embedder():
-    from pet.models.embed import Embedder
+    from tests.unit.personal_helpers import minilm
 
-    return Embedder(threads=1)
+    return minilm()
 
 
 def test_build_prompts_seeded_and_only_shared():
@@ -36,9 +36,10 @@ def test_build_prompts_seeded_and_only_shared():
     assert a != build_prompts(SHARED, 4, seed=2, examples_per_prompt=2)
     assert len(a) == 4
     for p in a:
-        assert p[0]["role"] == "user"
-        shown = [line[2:] for line in p[0]["content"].splitlines() if line.startswith("- ")]
-        assert len(shown) == 2 and set(shown) <= set(SHARED)
+        assert p[0]["role"] == "system" and p[-1]["role"] == "user"
+        shown = [m["content"] for m in p if m["role"] == "assistant"]  # the examples, as T's own earlier turns
+        assert len(shown) == 2 and len(set(shown)) == 2 and set(shown) <= set(SHARED)
+        assert len(p) == 1 + 2 * 2 + 1
     assert build_prompts([], 0, 0) == []
     with pytest.raises(ValueError, match="no shared samples"):
         build_prompts([], 3, 0)

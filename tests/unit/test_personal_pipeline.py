@@ -18,9 +18,9 @@ PRIVATE = [f"PRIVATE-{i} my bank pin is {1000 + i}" for i in range(6)]
 
 @pytest.fixture(scope="module")
 def embedder():
-    from pet.models.embed import Embedder
+    from tests.unit.personal_helpers import minilm
 
-    return Embedder(threads=1)
+    return minilm()
 
 
 @pytest.fixture
