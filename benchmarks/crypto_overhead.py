@@ -188,19 +188,20 @@ def _plot(suites: dict, gen: dict | None, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    short = {"x25519-hkdf-sha256-aes256gcm": "X25519", "mlkem768-x25519-hkdf-sha256-aes256gcm": "ML-KEM-768+X25519"}
+    fig, ax = plt.subplots(figsize=(8, 3.2))
     names = list(suites)
     left = [0.0] * len(names)
     for stage in STAGES:
         vals = [suites[n][stage] for n in names]
-        ax.barh(names, vals, left=left, label=stage)
+        ax.barh([short.get(n, n) for n in names], vals, left=left, label=stage)
         left = [a + b for a, b in zip(left, vals, strict=True)]
     ax.set_xlabel("milliseconds per request (median of each stage)")
-    title = "HPKE cost per request round trip"
+    title = "HPKE cost per request round trip (AES-256-GCM, HKDF-SHA256)"
     if gen:
-        title += f" (SmolLM2 16-token generate: {gen['median_ms']:.0f} ms)"
+        title += f"\nfor scale: SmolLM2 16-token generate median {gen['median_ms']:.0f} ms wall on the same machine"
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
