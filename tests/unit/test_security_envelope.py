@@ -86,7 +86,10 @@ def test_every_flipped_byte_of_request_is_refused(setup):
     # and every byte of the raw HPKE ciphertext region (enc, AEAD body, tag) too
     ct = b64d(env["ct"])
     enc_len = KEM.X25519.enc_length() if env["suite"] == DEFAULT_SUITE else KEM.MLKEM768_X25519.enc_length()
-    regions = {"enc": range(0, enc_len), "body": range(enc_len, len(ct) - 16), "tag": range(len(ct) - 16, len(ct))}
+    # every byte, except every 4th only of the 1120-byte ML-KEM ciphertext (each try costs a decapsulation)
+    enc_step = 1 if enc_len <= 32 else 4
+    regions = {"enc": range(0, enc_len, enc_step), "body": range(enc_len, len(ct) - 16),
+               "tag": range(len(ct) - 16, len(ct))}
     before = rejections("decrypt")
     for name, positions in regions.items():
         assert len(positions) > 0, name
@@ -96,7 +99,7 @@ def test_every_flipped_byte_of_request_is_refused(setup):
             with pytest.raises(EnvelopeError) as info:
                 gw.open({**env, "ct": b64e(bytes(bad))})
             assert str(info.value) == GENERIC_MESSAGE
-    assert rejections("decrypt") - before == len(ct)
+    assert rejections("decrypt") - before == sum(len(r) for r in regions.values())
     # the untouched envelope still opens: refusals burned neither the request id nor the key
     payload, _ = gw.open(env)
     assert payload["prompt"] == "hello"
