@@ -53,15 +53,18 @@ def _record(g) -> dict:
             "completion_tokens": g.usage.completion_tokens, "seconds": g.usage.seconds}
 
 
-def run_batched(tier: str, model_desc: str, generate_batch, queries, batch: int) -> dict:
-    """Generate for the queries missing from the cache, saving after every batch."""
+def run_batched(tier: str, model_desc: str, generate_batch, queries, batch: int, raw: bool = False) -> dict:
+    """Generate for the queries missing from the cache, saving after every batch.
+
+    ``generate_batch`` returns Generations, or ready records when ``raw``.
+    """
     cache = load_cache(tier, model_desc)
     todo = [q for q in queries if q.id not in cache["items"]]
     t0 = time.time()
     for i in range(0, len(todo), batch):
         chunk = todo[i:i + batch]
         for q, g in zip(chunk, generate_batch([q.query for q in chunk]), strict=True):
-            cache["items"][q.id] = _record(g)
+            cache["items"][q.id] = g if raw else _record(g)
         atomic_write_json(gen_path(tier), cache)
         done = min(i + batch, len(todo))
         print(f"[{tier}] {done}/{len(todo)} generated ({time.time() - t0:.0f} s)", flush=True)
@@ -160,14 +163,19 @@ def generate_experts(queries, mnt: int, batch: int) -> None:
     clf = DomainClassifier.from_registry(reg, emb, floor=cfg.router.domain_similarity_floor)
     domains = [d for d, _ in clf.classify_batch([q.query for q in queries])]
     names = reg.names()
-    desc = f"experts {','.join(names) or '(none)'} over smollm2-135m-instruct mnt={mnt}"
+    # Tag each answer with the expert (and its adapter fingerprint) that wrote it, so registering another
+    # domain or replacing an adapter regenerates only the answers that change.
+    tags = {n: f"{n}@{reg.get(n).fingerprint[:12]}" for n in names}
+    want = {q.id: (tags[d] if d else "t") for q, d in zip(queries, domains, strict=True)}
+    desc = f"experts over smollm2-135m-instruct mnt={mnt}"
     atomic_write_json(RESULTS / "routing_domains.json",
                       {"experts": names, "domains": {q.id: d for q, d in zip(queries, domains, strict=True)}})
     t_items = json.loads(gen_path("t").read_text())["items"]
     cache = load_cache("e", desc)
+    cache["items"] = {k: v for k, v in cache["items"].items() if v.get("expert") == want.get(k)}
     for q, d in zip(queries, domains, strict=True):
         if d is None and q.id not in cache["items"]:
-            cache["items"][q.id] = dict(t_items[q.id], same_as_t=True)
+            cache["items"][q.id] = dict(t_items[q.id], same_as_t=True, expert="t")
     atomic_write_json(gen_path("e"), cache)
     for name in sorted({d for d in domains if d}):
         from peft import PeftModel
@@ -175,10 +183,16 @@ def generate_experts(queries, mnt: int, batch: int) -> None:
         from pet.models.lm import CausalLM
         from pet.models.prepare import builtin_path
 
+        mine = [q for q, d in zip(queries, domains, strict=True) if d == name and q.id not in cache["items"]]
+        if not mine:
+            continue
         lm = CausalLM.load(builtin_path("smollm2-135m-instruct"), threads=1)
         lm.model = PeftModel.from_pretrained(lm.model, str(reg.adapter_dir(name))).eval()
-        mine = [q for q, d in zip(queries, domains, strict=True) if d == name]
-        run_batched("e", desc, lambda ps, lm=lm: lm.generate_batch(ps, max_new_tokens=mnt), mine, batch)
+
+        def gen(ps, lm=lm, tag=tags[name]):
+            return [dict(g, expert=tag) for g in map(_record, lm.generate_batch(ps, max_new_tokens=mnt))]
+
+        run_batched("e", desc, gen, mine, batch, raw=True)
     print(f"[e] experts: {names or 'none registered'}; {sum(d is not None for d in domains)} queries in a domain")
 
 

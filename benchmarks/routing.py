@@ -1,0 +1,239 @@
+"""Routing benchmark: quality vs share of queries leaving the device, for every router policy.
+
+    python benchmarks/routing_generate.py     # once: generate P, E and T answers (cached, ~15-40 min here)
+    python benchmarks/routing.py              # seconds: fit on the calibration half, sweep on the test half
+
+The labelled query set (pet.router.queries: python stdlib docs, chitchat-dataset conversations, general
+knowledge) is cut by hash into a calibration half and a test half that share no query. Routers are fitted on
+the calibration half only (the same fit as `pet router calibrate`, whose input is written to
+benchmarks/results/routing_calibration.jsonl) and scored on the test half:
+
+- quality = mean ROUGE-L F1 of the answer that would be shown against the reference answer;
+- cloud share = share of queries that leave the device (escalated to E or T);
+- curves over the whole threshold range for cascade (isotonic, logistic), pregen, random routing, plus the
+  always-P / always-E / always-T points and an oracle (knows which tier is better);
+- APGR-style score: area under PGR(share) = (quality - always-P) / (always-T - always-P) over share in [0, 1];
+- the operating point fitted for a 40% budget on calibration data, measured on test data;
+- router decision overhead (policy.decide only; generation and embedding excluded, embedding timed apart).
+
+Writes benchmarks/results/routing.json and routing.png, and prints a table and the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pet.io import atomic_write_json, atomic_write_text  # noqa: E402
+from pet.router.fit import cloud_quality, fit_router, qualities, sweep  # noqa: E402
+from pet.router.policy import Action, RouteState, make_policy  # noqa: E402
+from pet.router.queries import Query, split  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+BUDGET = 0.4
+GOAL_QUALITY = 0.95
+
+
+def machine() -> dict:
+    """What this ran on."""
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "threads": 1,
+            "load_avg_1m": os.getloadavg()[0]}
+
+
+def load_records() -> tuple[list[dict], dict]:
+    """Join the query set with the cached generations of every tier."""
+    queries = [Query(**q) for q in json.loads((RESULTS / "routing_queries.json").read_text())]
+    gens = {t: json.loads((RESULTS / f"routing_gen_{t}.json").read_text()) for t in ("p", "e", "t")}
+    domains = json.loads((RESULTS / "routing_domains.json").read_text())
+    records = []
+    for q in queries:
+        if not all(q.id in gens[t]["items"] for t in ("p", "e", "t")):
+            continue
+        rec = {"id": q.id, "kind": q.kind, "query": q.query, "reference": q.reference,
+               "domain": domains["domains"].get(q.id)}
+        for t in ("p", "e", "t"):
+            g = gens[t]["items"][q.id]
+            rec[t] = {"text": g["text"], "signals": g["signals"]}
+            if g.get("same_as_t"):
+                rec[t]["same_as_t"] = True
+        records.append(rec)
+    models = {t: gens[t]["model"] for t in gens}
+    models["experts"] = domains["experts"]
+    return records, models
+
+
+def area(points: list[tuple[float, float]]) -> float:
+    """Area under a curve of (x, y) points over x in [0, 1]: upper envelope, step-wise linear interpolation."""
+    pts = sorted(points)
+    xs = np.linspace(0, 1, 201)
+    px, py = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+    # For each x, the best quality reachable with at most that share (a router may always escalate less).
+    env = np.array([py[px <= x + 1e-12].max() if (px <= x + 1e-12).any() else py[0] for x in xs])
+    return float(np.trapezoid(env, xs))
+
+
+def main() -> int:
+    """Fit on calibration data, sweep on test data, print and write results."""
+    records, models = load_records()
+    by_id = {r["id"]: r for r in records}
+    cal_q, test_q = split([Query(r["id"], r["kind"], r["query"], r["reference"]) for r in records])
+    cal, test = [by_id[q.id] for q in cal_q], [by_id[q.id] for q in test_q]
+    atomic_write_text(RESULTS / "routing_calibration.jsonl", "".join(json.dumps(r) + "\n" for r in cal))
+    print(f"{len(records)} queries with all tiers cached: {len(cal)} calibration, {len(test)} test", flush=True)
+
+    from pet.models.embed import Embedder
+
+    emb_model = Embedder(threads=1)
+    t0 = time.perf_counter()
+    emb = {r["id"]: v for r, v in zip(records, emb_model.encode([r["query"] for r in records]), strict=True)}
+    embed_ms = 1000 * (time.perf_counter() - t0) / len(records)
+    single = []
+    for r in records[:30]:
+        t = time.perf_counter()
+        emb_model.encode([r["query"]])
+        single.append(1000 * (time.perf_counter() - t))
+    cal_emb = np.array([emb[r["id"]] for r in cal])
+
+    fits = {kind: fit_router(cal, cloud_budget=BUDGET, calibrator=kind, embeddings=cal_emb)
+            for kind in ("isotonic", "logistic")}
+    fits["isotonic"].save(RESULTS / "router.yaml")
+
+    qs = qualities(test)
+    fitted = fits["isotonic"]
+    s_e = fitted.e_calibrator.predict(np.array([[r["e"]["signals"][k] for k in
+                                                 ("mean_logprob", "min_token_prob", "mean_entropy")] for r in test]))
+    q_cloud = cloud_quality(s_e, qs, fitted.e_threshold)
+    q_p, q_t = float(qs.q_p.mean()), float(qs.q_t.mean())
+    fixed = {"always-P": (0.0, q_p), "always-E": (1.0, float(qs.q_e.mean())), "always-T": (1.0, q_t),
+             "cloud (E judged -> T)": (1.0, float(q_cloud.mean())),
+             "oracle": (float((qs.q_p < q_cloud).mean()), float(np.maximum(qs.q_p, q_cloud).mean()))}
+
+    scores = {}
+    for kind, f in fits.items():
+        pol = make_policy("cascade", f)
+        scores[f"cascade-{kind}"] = (np.array([pol.p_score(r["p"]["signals"]) for r in test]), f.p_threshold)
+    pre = make_policy("pregen", fits["logistic"])
+    scores["pregen"] = (np.array([pre.fitted.pregen(emb[r["id"]]) for r in test]), fits["logistic"].pregen_threshold)
+    rng = np.random.default_rng(0)
+    scores["random"] = (rng.random(len(test)), BUDGET)  # escalates a random 40% at its "fitted" point
+
+    curves, rows = {}, []
+    gap = q_t - q_p
+    for name, (s, thr) in scores.items():
+        pts = sweep(s, qs.q_p, q_cloud)
+        curves[name] = [(p["cloud_share"], p["quality"]) for p in pts]
+        apgr = (area(curves[name]) - q_p) / gap if abs(gap) > 1e-9 else float("nan")
+        cloud = s < thr
+        share, qual = float(cloud.mean()), float(np.where(cloud, q_cloud, qs.q_p).mean())
+        goal_pts = [p for p in pts if p["quality"] >= GOAL_QUALITY * q_t]
+        min_share = min((p["cloud_share"] for p in goal_pts), default=None)
+        rows.append({"router": name, "apgr": apgr, "fitted_cloud_share": share, "fitted_quality": qual,
+                     "fitted_pct_of_t": 100 * qual / q_t if q_t else None,
+                     "min_share_for_95pct_t_on_test": min_share})
+
+    # Decision overhead: the policy's decide() alone, on the test signals / embeddings (no generation).
+    overhead = {}
+    iso, logi = make_policy("cascade", fits["isotonic"]), make_policy("cascade", fits["logistic"])
+    for name, pol, make_state in (
+        ("cascade-isotonic", iso, lambda r: RouteState(p_signals=r["p"]["signals"])),
+        ("cascade-logistic", logi, lambda r: RouteState(p_signals=r["p"]["signals"])),
+        ("pregen", pre, lambda r: RouteState(embedding=emb[r["id"]])),
+        ("expert-judge (cloud)", iso, lambda r: RouteState(e_signals=r["e"]["signals"])),
+    ):
+        states = [make_state(r) for r in test] * 20
+        times = []
+        for st in states:
+            t = time.perf_counter()
+            d = pol.decide(st)
+            times.append(1e6 * (time.perf_counter() - t))
+            assert d.action in Action
+        overhead[name] = {"median_us": statistics.median(times), "p99_us": float(np.percentile(times, 99))}
+    overhead["minilm_embedding_single_query_ms_median"] = statistics.median(single)
+    overhead["minilm_embedding_batched_ms_per_query"] = embed_ms
+
+    per_kind = {}
+    for kind in sorted({r["kind"] for r in test}):
+        m = np.array([r["kind"] == kind for r in test])
+        per_kind[kind] = {"n": int(m.sum()), "p": float(qs.q_p[m].mean()), "e": float(qs.q_e[m].mean()),
+                          "t": float(qs.q_t[m].mean()), "p_good_enough_rate": float(qs.good_p[m].mean()),
+                          "with_expert": int(qs.has_e[m].sum())}
+
+    out = {"machine": machine(), "models": models, "n_calibration": len(cal), "n_test": len(test),
+           "budget": BUDGET, "goal": f">= {GOAL_QUALITY:.0%} of always-T quality with <= {BUDGET:.0%} leaving",
+           "fixed_points": fixed, "routers": rows, "per_kind": per_kind, "overhead": overhead,
+           "thresholds": {k: {"p": f.p_threshold, "e": f.e_threshold, "pregen": f.pregen_threshold}
+                          for k, f in fits.items()},
+           "calibration_info": {k: f.info for k, f in fits.items()}, "curves": curves}
+    atomic_write_json(RESULTS / "routing.json", out)
+    report(out)
+    plot(out)
+    return 0
+
+
+def report(out: dict) -> None:
+    """Print the tables."""
+    m = out["machine"]
+    print(f"\nmachine: {m['nproc']} cores, {m['cpu']}, 1 thread, load {m['load_avg_1m']:.1f} (shared; noisy)")
+    for t in ("p", "e", "t"):
+        print(f"  {t.upper()}: {out['models'][t]}")
+    print(f"  experts registered: {out['models']['experts'] or 'none'}")
+    print(f"calibration {out['n_calibration']} / test {out['n_test']} queries; quality = mean ROUGE-L vs reference")
+    print(f"\n{'fixed point':<24} {'cloud share':>11} {'quality':>8}")
+    for name, (share, q) in out["fixed_points"].items():
+        print(f"{name:<24} {share:>11.2f} {q:>8.3f}")
+    print(f"\n{'router':<18} {'APGR':>6} {'share@fit':>9} {'quality@fit':>11} {'% of T':>7} {'min share 95% T':>16}")
+    for r in out["routers"]:
+        ms = "-" if r["min_share_for_95pct_t_on_test"] is None else f"{r['min_share_for_95pct_t_on_test']:.2f}"
+        print(f"{r['router']:<18} {r['apgr']:>6.3f} {r['fitted_cloud_share']:>9.2f} {r['fitted_quality']:>11.3f} "
+              f"{r['fitted_pct_of_t']:>6.1f}% {ms:>16}")
+    print(f"\n{'kind':<10} {'n':>4} {'P':>6} {'E':>6} {'T':>6} {'P good':>7} {'w/ expert':>9}")
+    for k, v in out["per_kind"].items():
+        print(f"{k:<10} {v['n']:>4} {v['p']:>6.3f} {v['e']:>6.3f} {v['t']:>6.3f} {v['p_good_enough_rate']:>7.2f} "
+              f"{v['with_expert']:>9}")
+    print("\ndecision overhead (policy.decide only):")
+    for k, v in out["overhead"].items():
+        if isinstance(v, dict):
+            print(f"  {k:<22} median {v['median_us']:.1f} us, p99 {v['p99_us']:.1f} us")
+        else:
+            print(f"  {k:<44} {v:.2f} ms")
+
+
+def plot(out: dict) -> None:
+    """Quality vs cloud share, one curve per router, fixed points as markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, pts in out["curves"].items():
+        xs, ys = zip(*sorted(pts), strict=True)
+        ax.step(xs, ys, where="post", label=name, linestyle="--" if name == "random" else "-")
+    for name, (x, y) in out["fixed_points"].items():
+        ax.plot([x], [y], "o", label=name)
+    t = out["fixed_points"]["always-T"][1]
+    ax.axhline(GOAL_QUALITY * t, color="grey", lw=0.8, ls=":", label="95% of always-T")
+    ax.axvline(BUDGET, color="grey", lw=0.8, ls="-.", label="40% budget")
+    ax.set_xlabel("share of queries leaving the device")
+    ax.set_ylabel("quality (mean ROUGE-L vs reference)")
+    ax.set_title(f"routing on {out['n_test']} held-out queries")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "routing.png", dpi=120)
+    print(f"\nwrote {RESULTS / 'routing.json'} and {RESULTS / 'routing.png'}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
