@@ -16,3 +16,15 @@ DUPLICATES = Counter("pet_ledger_duplicates", "Events ignored because their id w
 FAILURES = Counter(
     "pet_ledger_failures", "Metering operations that failed; the user request was answered anyway", ["operation"]
 )
+
+_NAMES = ("pet_ledger_requests", "pet_ledger_tokens", "pet_ledger_cost", "pet_ledger_rewards",
+          "pet_ledger_duplicates", "pet_ledger_failures")
+
+
+def exposition() -> bytes:
+    """Prometheus text of the ledger counters alone, for a ``/metrics`` route that renders its own registry
+    (append it: ``generate_latest(own_registry) + exposition()``)."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    names = [f"{n}_total" for n in _NAMES] + [f"{n}_created" for n in _NAMES]
+    return generate_latest(REGISTRY.restricted_registry(names))

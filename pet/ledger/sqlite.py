@@ -22,6 +22,10 @@ from pet.ledger.store import Counts, LedgerError, LedgerStore, RewardEvent, Summ
 
 SCHEMA_VERSION = 1
 
+# Connections a forked child inherited (see SqliteLedgerStore._conn). Open the ledger after forking: a
+# process that forks writers while it holds a connection to the same file breaks SQLite's POSIX locking.
+_INHERITED: list[sqlite3.Connection] = []
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS usage (
@@ -81,6 +85,10 @@ class SqliteLedgerStore(LedgerStore):
         conn = getattr(self._local, "conn", None)
         if conn is not None and self._local.pid == os.getpid():
             return conn
+        if conn is not None:
+            # inherited through fork(): closing it here could checkpoint or reset the WAL under the parent's
+            # feet, so it is parked, never used and never closed (SQLite forbids using it across fork)
+            _INHERITED.append(conn)
         conn = None
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per event.
@@ -209,5 +217,8 @@ class SqliteLedgerStore(LedgerStore):
         """Close this thread's connection (others close when their thread ends)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            conn.close()
+            if self._local.pid == os.getpid():
+                conn.close()
+            else:
+                _INHERITED.append(conn)
             self._local.conn = None

@@ -112,8 +112,11 @@ def _writer(path: str, worker: int, n: int, shared: int) -> None:
 
 def test_eight_processes_lose_no_event_and_bill_retries_once(tmp_path: Path):
     path = str(tmp_path / "ledger.sqlite")
-    Ledger(path)  # create the schema once, like a gateway at start
-    ctx = mp.get_context("fork")
+    Ledger(path).close()  # create the schema once, like a gateway at start
+    # fresh processes like Serve replicas (forkserver): a child forked from a process that holds a connection
+    # to the same file shares SQLite's in-memory lock bookkeeping with it and can lose commits
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["pet.ledger", __name__])
     procs = [ctx.Process(target=_writer, args=(path, w, 500, 50)) for w in range(8)]
     for p in procs:
         p.start()
@@ -270,3 +273,14 @@ def test_another_store_can_replace_sqlite_and_gives_the_same_totals(tmp_path: Pa
                 for r in led.summary()]
 
     assert run(Ledger(store=DictStore())) == run(Ledger(tmp_path / "l.sqlite"))
+
+
+def test_metrics_exposition_has_tiers_but_never_user_ids(led: Ledger):
+    from pet.ledger.metrics import exposition
+
+    led.record_usage("m-1", "alice-private-id", "e", 10, 10)
+    led.credit_contribution("m-c", "alice-private-id", 2, "expert_training:law")
+    text = exposition().decode()
+    assert 'pet_ledger_cost_total{tier="e"}' in text and 'pet_ledger_rewards_total{tier="e"}' in text
+    assert "pet_ledger_failures_total" in text or "pet_ledger_failures" not in text
+    assert "alice" not in text and "python_gc" not in text  # only the ledger's families
