@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pet.serve.metrics import gateway_metrics
 from pet.serve.policy import TierCaller
@@ -55,6 +56,12 @@ async def _validation_error(request: Request, err: RequestValidationError) -> JS
         parts.append(f"{loc}: {'invalid JSON' if e.get('type') == 'json_invalid' else e.get('msg')}")
     status = 400 if any(e.get("type") == "json_invalid" for e in err.errors()) else 422
     return await _api_error(request, ApiError(status, "invalid_request", "; ".join(parts)))
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+    return await _api_error(request, ApiError(err.status_code, code, str(err.detail), dict(err.headers or {})))
 
 
 @app.exception_handler(Exception)

@@ -98,7 +98,10 @@ def test_unknown_domain_is_404(serve_url):
 
 
 def test_unknown_route_is_404_json(serve_url):
-    assert httpx.get(f"{serve_url}/v1/nothing", timeout=30).status_code == 404
+    r = httpx.get(f"{serve_url}/v1/nothing", timeout=30)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = httpx.get(f"{serve_url}/v1/generate", timeout=30)
+    assert r.status_code == 405 and r.json()["error"]["status"] == 405
 
 
 def test_queue_full_is_503_with_retry_after(serve_url, serve_config):

@@ -52,6 +52,26 @@ def test_pet_build_output_passes_serve_schema(tmp_path, serve_config):
     assert main(["build", str(bad), "-o", str(tmp_path / "x.yaml")]) == 2 and not (tmp_path / "x.yaml").exists()
 
 
+def test_adapters_are_evicted_lru_beyond_the_per_replica_limit(serve_url, serve_config, expert_registry):
+    import numpy as np
+
+    src = expert_registry.adapter_dir("python")
+    extra = ["python-b", "python-c"]
+    for name in extra:  # no exemplars: reachable by explicit tier "e" only, never auto-routed
+        expert_registry.add(name, src, np.zeros((0, 384), np.float32), metrics={}, base_model="smollm2-135m-instruct")
+    try:
+        limit = serve_config.expert.max_adapters_per_replica
+        assert limit == 2
+        for domain in ["python", *extra, "python"]:
+            r = post(serve_url, {"prompt": "Say hi.", "tier": "e", "domain": domain, "max_new_tokens": 2})
+            assert r.status_code == 200 and r.json()["tier"] == "e" and r.json()["domain"] == domain, r.text
+            loaded = _expert_stats(serve_config)["loaded_adapters"]
+            assert domain in loaded and len(loaded) <= limit
+    finally:
+        for name in extra:
+            expert_registry.remove(name)
+
+
 def _expert_stats(serve_config) -> dict:
     from ray import serve
 
