@@ -2,11 +2,10 @@
 
     python benchmarks/domain_routing.py [--registry DIR] [--floors 0.2,0.25,...] [--k 5]
 
-Domains: the two default recipes, ``python`` (pydoc text) and ``chitchat`` (chitchat-dataset). Their routing
-exemplars are read from the registry when registered there, else built exactly as
-``pet expert register --examples`` would (MiniLM embeddings of the recipe's example queries). A second
-exemplar source, ``data`` (snippets sampled from the training data, what register uses without
---examples), and the union of both are compared side by side.
+Domains: the two default recipes, ``python`` (pydoc text) and ``chitchat`` (chitchat-dataset). Exemplar
+sources compared side by side: ``examples`` (MiniLM embeddings of the recipe's example queries), ``data``
+(snippets sampled from the training data), ``both`` (their union, what ``pet expert register --examples``
+stores), and ``registry`` (the exemplars actually registered, when both domains are registered).
 
 Held-out queries (never in the data or the exemplars):
 - python: docstring questions about stdlib modules that are not in the data, plus natural questions written
@@ -105,16 +104,17 @@ def exemplar_sets(emb, registry: ExpertRegistry | None, tmp: Path) -> tuple[dict
     origin = {}
     for d in DOMAINS:
         recipe = get_recipe(d)
-        if registry is not None and d in registry.names() and registry.get(d).manifest.get(
-                "exemplar_source") == "examples":
-            sets["examples"][d] = registry.exemplars(d)
-            origin[d] = f"registry {registry.root / d}"
-        else:
-            sets["examples"][d] = emb.encode(recipe.examples(64))
-            origin[d] = "recipe examples (same as register --examples)"
+        sets["examples"][d] = emb.encode(recipe.examples(64))
         out = recipe.write(tmp / f"{d}{recipe.suffix}")
         dd = load_domain_data(out.data_path)
         sets["data"][d] = emb.encode(sample_queries(dd.samples, 64, seed=0))
+        if registry is not None and d in registry.names():
+            rec = registry.get(d)
+            src = rec.manifest.get("exemplar_source")
+            origin[d] = f"{registry.root / d} ({rec.exemplar_count} exemplars from {src})"
+            sets.setdefault("registry", {})[d] = registry.exemplars(d)
+    if set(sets.get("registry", {})) != set(DOMAINS):
+        sets.pop("registry", None)  # only compare a registry that holds both domains
     return sets, origin
 
 

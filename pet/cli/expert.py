@@ -76,12 +76,28 @@ def _cfg_and_registry(args: argparse.Namespace) -> tuple[Any, Any]:
     return cfg, reg
 
 
-def _embedder(cfg: Any) -> Any:
-    from pet.config.schema import BUILTIN_EMBEDDERS
-    from pet.models.embed import Embedder
+class _LazyEmbedder:
+    """Loads MiniLM on first use, so a register that fails or is interrupted early does not pay for it."""
 
-    ref = cfg.embedding.model
-    return Embedder(None if ref in BUILTIN_EMBEDDERS else ref, threads=cfg.expert.torch_threads)
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self._emb: Any = None
+
+    def _get(self) -> Any:
+        if self._emb is None:
+            from pet.config.schema import BUILTIN_EMBEDDERS
+            from pet.models.embed import Embedder
+
+            ref = self.cfg.embedding.model
+            self._emb = Embedder(None if ref in BUILTIN_EMBEDDERS else ref, threads=self.cfg.expert.torch_threads)
+        return self._emb
+
+    @property
+    def dim(self) -> int:
+        return int(self._get().dim)
+
+    def encode(self, texts: Any, batch_size: int = 32) -> Any:
+        return self._get().encode(texts, batch_size)
 
 
 def _register(args: argparse.Namespace) -> int:
@@ -112,7 +128,7 @@ def _register(args: argparse.Namespace) -> int:
         from pet.models.lm import CausalLM
 
         t_lm = CausalLM.load(resolve_model(cfg.traditional.model, cfg.models_dir), threads=settings.threads)
-    emb = _embedder(cfg)
+    emb = _LazyEmbedder(cfg)
     log = lambda m: print(f"  {m}", flush=True)  # noqa: E731
     try:
         res = register_domain(reg, args.name, args.data, base_dir, str(base_id), emb, settings, opts, t_lm, log=log)

@@ -43,6 +43,18 @@ class Sample:
         src = self.prompt if self.is_pair else self.text
         return (src or "")[:max_chars].strip()
 
+    def item(self, tokenizer: Any) -> str | tuple[str, str]:
+        """What training scores: the text, or (templated prompt, templated prompt + response) for pairs."""
+        if not self.is_pair:
+            return self.text or ""
+        full = self.render(tokenizer)
+        user = [{"role": "user", "content": self.prompt}]
+        if getattr(tokenizer, "chat_template", None):
+            prefix = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        else:
+            prefix = f"user: {self.prompt}\nassistant: "
+        return (prefix, full) if full.startswith(prefix) else full
+
     def render(self, tokenizer: Any) -> str:
         """The training/evaluation text: chat-templated for pairs (when the tokenizer has a template)."""
         if not self.is_pair:

@@ -115,8 +115,8 @@ def register_domain(registry: ExpertRegistry, name: str, data: str | Path, base_
         synth_stats = asdict(st)
 
     model, tok = load_base(base_dir, settings.threads)
-    train_texts = [s.render(tok) for s in train]
-    held_texts = [s.render(tok) for s in held]
+    train_texts = [s.item(tok) for s in train]  # pairs: only the response tokens are trained on and scored
+    held_texts = [s.item(tok) for s in held]
     with tempfile.TemporaryDirectory(prefix="pet-expert-") as tmp:
         report = train_lora(base_dir, train_texts, held_texts, Path(tmp) / "adapter", settings, log=log,
                             progress=opts.progress, base=(model, tok))
@@ -130,12 +130,15 @@ def register_domain(registry: ExpertRegistry, name: str, data: str | Path, base_
             )
         if gain <= opts.min_ppl_gain:
             log(f"warning: registering {name!r} although it does not improve on the base (--force)")
+        # Exemplars: the user's example queries plus snippets of the training data. Both together route
+        # better than either alone (benchmarks/domain_routing.py: "both" vs "examples" vs "data").
+        data_queries = sample_queries(train, opts.max_exemplars, seed=settings.seed)
         if queries is None:
-            queries = sample_queries(train, opts.max_exemplars, seed=settings.seed)
-            exemplar_source = "data"
+            queries, exemplar_source = data_queries, "data"
         else:
-            queries = queries[: opts.max_exemplars]
-            exemplar_source = "examples"
+            given = queries[: opts.max_exemplars]
+            queries = given + [q for q in data_queries if q not in set(given)]
+            exemplar_source = "examples+data"
         exemplars = embedder.encode(queries) if queries else None
         if exemplars is None:
             import numpy as np

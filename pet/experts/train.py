@@ -1,7 +1,12 @@
 """LoRA training of one expert domain on the shared base, and its held-out evaluation.
 
-    report = train_lora(base_dir, train_texts, heldout_texts, out_dir, settings)
+    report = train_lora(base_dir, train_items, heldout_items, out_dir, settings)
     report.ppl_base, report.ppl_expert      # held-out perplexity without / with the adapter
+
+An item is a plain text (every token is trained on and scored) or a ``(prefix, text)`` pair where ``text``
+starts with ``prefix`` and only the tokens after the prefix count: for prompt/response samples the prefix is
+the chat-templated prompt (system and user turns), so loss and perplexity measure the answers, not the
+template boilerplate that an adapter would otherwise learn to "predict" for free.
 
 The base weights stay frozen; peft wraps the target projections with rank-``r`` LoRA matrices and only
 those are trained (AdamW, linear warm-up then constant). The loop stops after ``steps`` optimiser steps or
@@ -20,8 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pet.models.lm import perplexity
 from pet.paths import set_offline
+
+Item = str | tuple[str, str]
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -40,7 +46,7 @@ class TrainSettings:
     warmup_steps: int = 5
     max_seq_len: int = 256
     time_budget_s: float = 420.0
-    eval_batch_size: int = 8
+    eval_batch_size: int = 4
     seed: int = 0
     threads: int | None = None
 
@@ -70,6 +76,7 @@ class TrainReport:
     train_samples: int
     heldout_samples: int
     train_tokens: int
+    heldout_scored_tokens: int
     trainable_params: int
     final_loss: float
     settings: dict = field(default_factory=dict)
@@ -98,16 +105,53 @@ def _batches(ids: list[list[int]], batch_size: int, rng: random.Random):
         del order[:batch_size]
 
 
-def _collate(torch: Any, batch: list[list[int]], pad_id: int):
-    n = max(len(x) for x in batch)
+def _collate(torch: Any, batch: list[tuple[list[int], int]], pad_id: int):
+    """Right-padded input ids, attention mask and labels (-100 on padding and on each item's prefix)."""
+    n = max(len(x) for x, _ in batch)
     inp = torch.full((len(batch), n), pad_id, dtype=torch.long)
     att = torch.zeros((len(batch), n), dtype=torch.long)
     lab = torch.full((len(batch), n), -100, dtype=torch.long)
-    for i, x in enumerate(batch):
+    for i, (x, skip) in enumerate(batch):
         inp[i, : len(x)] = torch.tensor(x)
         att[i, : len(x)] = 1
-        lab[i, : len(x)] = torch.tensor(x)
+        lab[i, skip: len(x)] = torch.tensor(x[skip:])
     return inp, att, lab
+
+
+def encode_items(tok: Any, items: Sequence[Item], max_len: int) -> list[tuple[list[int], int]]:
+    """(token ids, number of leading prefix tokens not to score) per item; items with nothing to score dropped."""
+    out = []
+    for it in items:
+        prefix, text = ("", it) if isinstance(it, str) else it
+        ids = tok(text, add_special_tokens=False, truncation=True, max_length=max_len)["input_ids"]
+        skip = 0
+        if prefix:
+            pids = tok(prefix, add_special_tokens=False)["input_ids"]
+            # Score only the continuation when the prefix tokenizes identically inside the text.
+            skip = len(pids) if ids[: len(pids)] == pids else 0
+        if len(ids) - max(skip, 1) >= 1:
+            out.append((ids, skip))
+    return out
+
+
+def masked_perplexity(model: Any, encoded: Sequence[tuple[list[int], int]], pad_id: int,
+                      batch_size: int = 4) -> tuple[float, int]:
+    """(perplexity, scored tokens) over the non-prefix tokens of ``encoded`` items."""
+    import torch
+
+    total, count = 0.0, 0
+    model.eval()
+    for i in range(0, len(encoded), batch_size):
+        inp, att, lab = _collate(torch, list(encoded[i:i + batch_size]), pad_id)
+        with torch.inference_mode():
+            logits = model(input_ids=inp, attention_mask=att).logits[:, :-1].float()
+        target = lab[:, 1:]
+        total += float(torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100,
+                                                         reduction="sum"))
+        count += int((target != -100).sum())
+    if count == 0:
+        raise ValueError("no tokens to score")
+    return math.exp(total / count), count
 
 
 def load_base(base_dir: str | Path, threads: int | None = None) -> tuple[Any, Any]:
@@ -128,10 +172,12 @@ def load_base(base_dir: str | Path, threads: int | None = None) -> tuple[Any, An
     return model, tok
 
 
-def train_lora(base_dir: str | Path, train_texts: Sequence[str], heldout_texts: Sequence[str], out_dir: str | Path,
+def train_lora(base_dir: str | Path, train_texts: Sequence[Item], heldout_texts: Sequence[Item], out_dir: str | Path,
                settings: TrainSettings | None = None, log: Callable[[str], None] = print,
                progress: bool = True, base: tuple[Any, Any] | None = None) -> TrainReport:
     """Train a LoRA adapter on ``train_texts``, save it to ``out_dir`` (a PEFT folder), evaluate both models.
+
+    Items are texts or ``(prefix, text)`` pairs (see the module docstring).
 
     ``base`` may pass an already loaded (model, tokenizer); the model is wrapped in place by peft.
     """
@@ -146,14 +192,16 @@ def train_lora(base_dir: str | Path, train_texts: Sequence[str], heldout_texts: 
     torch.manual_seed(s.seed)
     rng = random.Random(s.seed)
 
-    ids = [x for x in tok(list(train_texts), add_special_tokens=False, truncation=True,
-                          max_length=s.max_seq_len)["input_ids"] if len(x) >= 2]
-    if not ids:
-        raise ValueError("the training texts tokenize to nothing")
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = encode_items(tok, train_texts, s.max_seq_len)
+    held = encode_items(tok, heldout_texts, s.max_seq_len)
+    if not ids or not held:
+        raise ValueError("the training or held-out texts have no tokens to learn from (too short, or prompts "
+                         "longer than max_seq_len)")
 
     t_eval = time.perf_counter()
-    log(f"held-out perplexity of the base on {len(heldout_texts)} texts ...")
-    ppl_base = perplexity(model, tok, heldout_texts, max_length=s.max_seq_len, batch_size=s.eval_batch_size)
+    log(f"held-out perplexity of the base on {len(held)} texts ...")
+    ppl_base, scored = masked_perplexity(model, held, pad_id, s.eval_batch_size)
     eval_seconds = time.perf_counter() - t_eval
     log(f"base perplexity {ppl_base:.3f} ({eval_seconds:.1f} s)")
 
@@ -164,7 +212,6 @@ def train_lora(base_dir: str | Path, train_texts: Sequence[str], heldout_texts: 
     n_trainable = sum(p.numel() for p in trainable)
     opt = torch.optim.AdamW(trainable, lr=s.learning_rate, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / max(1, s.warmup_steps)))
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
 
     pm.train()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -185,7 +232,7 @@ def train_lora(base_dir: str | Path, train_texts: Sequence[str], heldout_texts: 
             opt.step()
             sched.step()
             steps += 1
-            tokens += int(att.sum())
+            tokens += int((lab != -100).sum())
             lv = float(loss.detach())
             loss_ema = lv if math.isnan(loss_ema) else 0.9 * loss_ema + 0.1 * lv
             bar.update(1)
@@ -199,7 +246,7 @@ def train_lora(base_dir: str | Path, train_texts: Sequence[str], heldout_texts: 
     pm.eval()
 
     t_eval = time.perf_counter()
-    ppl_expert = perplexity(pm, tok, heldout_texts, max_length=s.max_seq_len, batch_size=s.eval_batch_size)
+    ppl_expert, _ = masked_perplexity(pm, held, pad_id, s.eval_batch_size)
     eval_seconds += time.perf_counter() - t_eval
     log(f"expert perplexity {ppl_expert:.3f} (base {ppl_base:.3f}) after {steps} steps in {train_seconds:.1f} s")
 
@@ -211,6 +258,7 @@ def train_lora(base_dir: str | Path, train_texts: Sequence[str], heldout_texts: 
     return TrainReport(
         ppl_base=ppl_base, ppl_expert=ppl_expert, steps=steps, stopped_early=stopped,
         train_seconds=train_seconds, eval_seconds=eval_seconds, train_cpu_seconds=train_cpu,
-        train_samples=len(ids), heldout_samples=len(heldout_texts), train_tokens=tokens, trainable_params=n_trainable,
+        train_samples=len(ids), heldout_samples=len(held), train_tokens=tokens, heldout_scored_tokens=scored,
+        trainable_params=n_trainable,
         final_loss=loss_ema, settings=settings_dump,
     )

@@ -41,7 +41,7 @@ def write_config(path: Path, tiny_lm_dir: Path, registry: Path, **training) -> P
             "base_model": str(tiny_lm_dir), "registry_dir": str(registry),
             "training": {"steps": 8, "batch_size": 2, "max_seq_len": 64, "learning_rate": 0.01, "warmup_steps": 1,
                          "max_heldout": 4, "heldout_fraction": 0.25, "time_budget_s": 60, **training},
-            "data": {"chunk_chars": 150, "max_data_bytes": 20_000, "max_exemplars": 5},
+            "data": {"chunk_chars": 150, "max_data_bytes": 20_000, "max_exemplars": 5, "synth_max_new_tokens": 16},
         },
     }
     path.write_text(yaml.safe_dump(cfg))
@@ -77,9 +77,10 @@ def test_register_trains_an_adapter_that_beats_the_base(registered, env, tiny_lm
     assert m["heldout_samples"] == 4 and m["train_samples"] > 0 and m["forced"] is False
     mf = registered.manifest
     assert mf["base_model"] == str(tiny_lm_dir) and len(mf["data_sha256"]) == 64
-    assert mf["exemplar_source"] == "examples" and registered.exemplar_count == 2
+    # The 2 example queries plus up to max_exemplars=5 snippets sampled from the training data.
+    assert mf["exemplar_source"] == "examples+data" and registered.exemplar_count == 7
     ex = env["reg"].exemplars("python")
-    assert ex.shape == (2, 384) and np.allclose(np.linalg.norm(ex, axis=1), 1, atol=1e-4)  # MiniLM, normalised
+    assert ex.shape == (7, 384) and np.allclose(np.linalg.norm(ex, axis=1), 1, atol=1e-4)  # MiniLM, normalised
     # The adapter is a real PEFT folder that changes the base model's output.
     import torch
     from peft import PeftModel
@@ -101,7 +102,7 @@ def test_list_and_show(registered, env, capsys):
     assert "python" in out and "ppl base" in out
     assert run("show", "python", "--config", str(env["cfg"])) == 0
     out = capsys.readouterr().out
-    assert "exemplars     2 (from examples)" in out and "integrity     ok" in out and "perplexity    base" in out
+    assert "exemplars     7 (from examples+data)" in out and "integrity     ok" in out and "perplexity    base" in out
     assert run("show", "python", "--json", "--config", str(env["cfg"])) == 0
     assert json.loads(capsys.readouterr().out)["name"] == "python"
 
