@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+# At module level: FastAPI resolves the (string) annotation of the handler's ``request`` in module globals.
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
 
 def register_routes(app: Any, gateway_getter: Callable[[], Any]) -> None:
     """Add ``POST /v1/augment`` to the gateway's FastAPI ``app``."""
-    from fastapi import Request
-    from fastapi.responses import JSONResponse
 
     @app.post("/v1/augment")
     async def augment_route(request: Request) -> JSONResponse:
