@@ -61,8 +61,11 @@ def pct(values: list[float], q: float) -> float:
 # Throughput and per-event latency
 
 
-def _write(path: str, sync: str, worker: int, n: int, out: mp.Queue | None = None) -> list[float]:
+def _write(path: str, sync: str, worker: int, n: int, out: mp.Queue | None = None, ready=None, go=None) -> list[float]:
     led = Ledger(path, synchronous=sync, busy_timeout_s=60)
+    if ready is not None:
+        ready.put(worker)
+        go.wait()  # all writers start together, after their interpreter start-up
     times = []
     for i in range(n):
         t0 = time.perf_counter()
@@ -77,15 +80,20 @@ def throughput(folder: Path, sync: str, procs: int, n: int) -> dict:
     """Events/s of ``procs`` processes writing ``n`` events each to one new ledger file."""
     path = str(folder / f"tp-{sync}-{procs}.sqlite")
     Ledger(path).close()
-    t0 = time.perf_counter()
     if procs == 1:
+        t0 = time.perf_counter()
         times = _write(path, sync, 0, n)
     else:
-        ctx = mp.get_context("fork")
-        q = ctx.Queue()
-        ps = [ctx.Process(target=_write, args=(path, sync, w, n, q)) for w in range(procs)]
+        # clean processes (like Serve replicas), never forks of a process that has ledgers open
+        ctx = mp.get_context("forkserver")
+        q, ready, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+        ps = [ctx.Process(target=_write, args=(path, sync, w, n, q, ready, go)) for w in range(procs)]
         for p in ps:
             p.start()
+        for _ in ps:
+            ready.get()
+        t0 = time.perf_counter()
+        go.set()
         times = [t for _ in ps for t in q.get()]
         for p in ps:
             p.join()
