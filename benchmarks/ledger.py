@@ -192,10 +192,16 @@ def plot(tp: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    ax.barh([r["case"] for r in tp], [r["events_per_s"] for r in tp], color="#4a7ab5")
+    vals = [r["events_per_s"] for r in tp]
+    ax.barh([r["case"] for r in tp], vals, color="#4a7ab5")
     ax.set_xscale("log")
+    ax.set_xlim(10, max(vals) * 3)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    for i, v in enumerate(vals):
+        ax.text(v * 1.1, i, f"{v:,.0f}/s", va="center", fontsize=8)
     ax.set_xlabel("ledger events per second (log scale)")
     ax.invert_yaxis()
     fig.tight_layout()
