@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--lr", type=float, default=3e-4)
     d.add_argument("--temperature", type=float, default=2.0, help="distillation temperature")
     d.add_argument("--alpha", type=float, default=0.8, help="weight of the KL term (1-alpha on cross-entropy)")
+    d.add_argument("--teacher-samples", type=int, default=48, help="teacher-generated answers in the mix")
+    d.add_argument("--eval-texts", type=int, default=24, help="held-out texts for perplexity")
     d.add_argument("--threads", type=int, default=2, help="torch threads while training")
     d.add_argument("--max-minutes", type=float, default=None, help="stop after this long (rerun to continue)")
     d.add_argument("--config", default=None, help="config YAML (for the teacher's model names and registry)")
@@ -84,7 +86,8 @@ def _distill(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else None
     s = DistillSettings(student_layers=args.student_layers, steps=args.steps, batch_size=args.batch_size,
                         seq_len=args.seq_len, lr=args.lr, temperature=args.temperature, alpha=args.alpha,
-                        threads=args.threads, max_minutes=args.max_minutes)
+                        threads=args.threads, max_minutes=args.max_minutes, teacher_samples=args.teacher_samples,
+                        eval_texts=args.eval_texts)
     try:
         r = distill(args.teacher, args.out, s, cfg=cfg, log=lambda m: print(m, flush=True))
     except (KeyError, ValueError, RuntimeError) as err:
