@@ -1,7 +1,7 @@
 """``pet deploy | build | status | shutdown | ask``: run the cloud side (Ray Serve) and talk to it.
 
     pet deploy deployments/default.yaml            # local Ray, HTTP on 127.0.0.1:8000, blocks until Ctrl-C
-    pet deploy deployments/dev.yaml --detach       # keeps running (a `ray start` head) after the command exits
+    pet deploy deployments/dev.yaml --detach       # keeps running in a background process after the command exits
     pet build deployments/default.yaml -o serve_config.yaml && serve run serve_config.yaml
     pet status ; pet ask "What is a bond?" --tier auto ; pet shutdown
 """
@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", default=None,
                    help="Ray cluster to deploy on: ray://host:10001, 'auto' (a running `ray start` head); "
                         "default: a new local instance")
-    p.add_argument("--detach", action="store_true", help="return once the graph is healthy (keeps it running)")
+    p.add_argument("--detach", action="store_true",
+                   help="return once the graph is healthy; it keeps running (locally in a background process)")
     p.add_argument("--wait", type=float, default=600.0, help="seconds to wait for the gateway to be healthy")
     p.set_defaults(func=_deploy)
 
@@ -81,18 +82,23 @@ def _deploy(args: argparse.Namespace) -> int:
         ensure_keys = None
     if ensure_keys is not None:
         ensure_keys(cfg)
-    from pet.serve.control import block_until_signal, deploy, stop_local
+    from pet.serve.control import block_until_signal, deploy, spawn_detached, stop_local
 
     t0 = time.monotonic()
+    local = args.address in (None, "local")
     try:
-        state = deploy(cfg, address=args.address, detach=args.detach, wait_s=args.wait)
-    except TimeoutError as err:
+        if args.detach and local:
+            state = spawn_detached(args.file, wait_s=args.wait)
+        else:
+            state = deploy(cfg, address=args.address, wait_s=args.wait)
+    except (TimeoutError, RuntimeError) as err:
         raise CLIError(str(err)) from None
     print(f"pet: serving {cfg.serve.app_name!r} at {state['url']} (ready in {time.monotonic() - t0:.0f} s)")
     if not cfg.crypto.allow_plaintext:
         print("pet: plaintext refused; clients encrypt to GET /v1/keys (`pet ask` does)")
-    if args.detach:
-        print("pet: detached; stop it with `pet shutdown`")
+    if args.detach or not local:
+        where = f"pid {state['pid']}, log {state['log']}" if "log" in state else f"cluster {state['address']}"
+        print(f"pet: detached ({where}); stop it with `pet shutdown`")
         return 0
     print("pet: press Ctrl-C (or run `pet shutdown`) to stop")
     block_until_signal(lambda: (print("pet: shutting down ..."), stop_local(cfg.serve.app_name)))

@@ -1,8 +1,8 @@
 """Start, inspect and stop the Serve application (what ``pet deploy/status/shutdown`` call).
 
 A local deployment starts Ray with ``address="local"`` (a leftover cluster file from ``ray start`` would
-make a plain ``ray.init()`` join a stranger's cluster). ``deploy(..., detach=True)`` without an address
-starts a persistent head with ``ray start`` instead, so the application outlives this process. The state
+make a plain ``ray.init()`` join a stranger's cluster). :func:`spawn_detached` runs such a deployment in a
+background process of its own, so ``pet deploy --detach`` returns while the application keeps running. The state
 of the last deployment (pid, url, address) is kept in ``<state_dir>/serve.json`` for status/shutdown.
 """
 
@@ -49,20 +49,11 @@ def _quiet_env() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def start_ray(cfg: PetConfig, address: str | None = None, detach: bool = False) -> dict[str, Any]:
-    """Connect to (or start) Ray; returns facts for the state file."""
+def start_ray(cfg: PetConfig, address: str | None = None) -> dict[str, Any]:
+    """Connect to a cluster (``address``) or start a local Ray instance; returns facts for the state file."""
     _quiet_env()
     import ray
 
-    started = False
-    if address in (None, "local") and detach:
-        cmd = ["ray", "start", "--head", "--include-dashboard=false", "--disable-usage-stats"]
-        if cfg.serve.ray_num_cpus:
-            cmd.append(f"--num-cpus={cfg.serve.ray_num_cpus}")
-        bin_dir = Path(sys.executable).parent
-        cmd[0] = str(bin_dir / "ray") if (bin_dir / "ray").exists() else "ray"
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
-        address, started = "auto", True
     if address in (None, "local"):
         for attempt in range(3):  # Ray gives its raylet a fixed 30 s to start; a busy machine can miss it
             try:
@@ -73,20 +64,46 @@ def start_ray(cfg: PetConfig, address: str | None = None, detach: bool = False) 
                 ray.shutdown()
                 if attempt == 2:
                     raise
-        address = "local"
-    else:
-        ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
-    return {"address": address, "started_cluster": started}
+        return {"address": "local"}
+    ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
+    return {"address": address}
 
 
-def deploy(cfg: PetConfig, address: str | None = None, detach: bool = False, wait_s: float = 300.0,
-           log: Any = print) -> dict[str, Any]:
+def spawn_detached(config_path: str, wait_s: float = 600.0, log_path: Path | None = None) -> dict[str, Any]:
+    """Run a blocking ``pet deploy`` in its own session (it owns a local Ray) and wait until it is healthy.
+
+    ``pet shutdown`` later sends it SIGTERM, so only the processes this deployment started are stopped
+    (``ray stop`` would kill every Ray instance of the user on the machine).
+    """
+    from pet.config.loader import load_config
+
+    cfg = load_config(config_path)
+    log_path = log_path or state_file().with_name("serve.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pet", "deploy", config_path, "--wait", str(wait_s)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    deadline = time.monotonic() + wait_s
+    url = base_url(cfg)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"pet deploy exited with code {proc.returncode}; see {log_path}")
+        state = read_state()
+        if state and state.get("pid") == proc.pid:
+            return {**state, "log": str(log_path)}
+        time.sleep(1.0)
+    proc.terminate()
+    raise TimeoutError(f"the gateway at {url} did not become healthy within {wait_s:.0f} s; see {log_path}")
+
+
+def deploy(cfg: PetConfig, address: str | None = None, wait_s: float = 300.0, log: Any = print) -> dict[str, Any]:
     """Deploy the graph and wait until ``/healthz`` answers; returns the state written to serve.json."""
     from ray import serve
 
     from pet.serve.app import build_app, logging_config
 
-    facts = start_ray(cfg, address, detach)
+    facts = start_ray(cfg, address)
     log(f"ray: connected ({facts['address']}); deploying application {cfg.serve.app_name!r} ...")
     serve.start(http_options={"host": cfg.serve.http.host, "port": cfg.serve.http.port},
                 logging_config=logging_config(cfg))
@@ -95,7 +112,8 @@ def deploy(cfg: PetConfig, address: str | None = None, detach: bool = False, wai
               logging_config=logging_config(cfg), blocking=False)
     url = base_url(cfg)
     wait_healthy(url, wait_s)
-    state = {**facts, "url": url, "pid": os.getpid(), "detached": detach, "app": cfg.serve.app_name,
+    remote = facts["address"] != "local"  # on a cluster the app outlives this process
+    state = {**facts, "url": url, "pid": os.getpid(), "detached": remote, "app": cfg.serve.app_name,
              "ready_s": round(time.monotonic() - t0, 1)}
     atomic_write_json(state_file(), state)
     return state
@@ -160,7 +178,7 @@ def shutdown(address: str | None = None, timeout_s: float = 60.0) -> str:
         if _alive(pid):
             raise TimeoutError(f"pet deploy (pid {pid}) did not stop within {timeout_s:.0f} s")
         return f"stopped pet deploy (pid {pid})"
-    addr = address or ("auto" if state.get("detached") else None)
+    addr = address or (state.get("address") if state.get("detached") else None)
     if addr is None:
         raise RuntimeError("no running deployment is recorded; pass --address to reach a Ray cluster")
     _quiet_env()
@@ -170,15 +188,11 @@ def shutdown(address: str | None = None, timeout_s: float = 60.0) -> str:
     ray.init(address=addr, log_to_driver=False, ignore_reinit_error=True)
     serve.shutdown()
     ray.shutdown()
-    msg = f"Serve shut down on {addr}"
-    if state.get("started_cluster"):
-        subprocess.run([str(Path(sys.executable).parent / "ray"), "stop"], capture_output=True, check=False)
-        msg += "; stopped the Ray head started by pet deploy --detach"
     try:
         state_file().unlink()
     except OSError:
         pass
-    return msg
+    return f"Serve shut down on {addr}"
 
 
 def _alive(pid: int) -> bool:
