@@ -50,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--model", required=True, help="Hugging Face model folder (e.g. OUT/model of pet distill)")
     e.add_argument("--quantize", choices=["none", "int8", "int4"], default="int8")
     e.add_argument("--out", required=True, help="bundle folder to write (atomically)")
+    e.add_argument("--exporter", choices=["auto", "pet", "optimum"], default="auto",
+                   help="pet: compact fused-kernel Llama graph; optimum: traced export (auto: pet where supported)")
     e.add_argument("--tier", default="P")
     e.add_argument("--replace", action="store_true", help="atomically replace an existing bundle")
     e.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
@@ -112,7 +114,8 @@ def _export(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     try:
         out = export_bundle(args.model, args.out, quantize=args.quantize, tier=args.tier, replace=args.replace,
-                            parity=not args.no_parity, log=lambda m: print(f"  {m}", flush=True))
+                            parity=not args.no_parity, exporter=args.exporter,
+                            log=lambda m: print(f"  {m}", flush=True))
     except ExportError as err:
         raise CLIError(str(err)) from err
     import json

@@ -72,12 +72,14 @@ def write_manifest(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
 def export_bundle(model_dir: str | Path, out_dir: str | Path, quantize: str = "int8", tier: str = "P",
                   replace: bool = False, model_id: str | None = None, parity: bool = True,
                   from_onnx: str | Path | None = None, parity_texts: list[str] | None = None,
-                  parity_prompts: list[str] | None = None,
+                  parity_prompts: list[str] | None = None, exporter: str = "auto",
                   log: Callable[[str], None] = lambda m: None) -> Path:
     """Export ``model_dir`` to the bundle folder ``out_dir``; returns ``out_dir``.
 
-    ``quantize`` is none, int8 or int4. ``from_onnx`` reuses an fp32 ``model.onnx`` exported earlier (skips
-    the ~1 minute optimum export). ``parity=False`` skips the parity check (tests of bad bundles only).
+    ``quantize`` is none, int8 or int4. ``exporter``: ``optimum`` (traced ``text-generation-with-past``),
+    ``pet`` (the compact graph of :mod:`pet.export.llama_graph`, plain Llama checkpoints only) or ``auto``
+    (``pet`` where supported). ``from_onnx`` reuses an fp32 ``model.onnx`` exported earlier.
+    ``parity=False`` skips the parity check (tests of bad bundles only).
     Raises FileExistsError when ``out_dir`` exists and not ``replace``; ExportError when a step fails.
     """
     mode = quantize
@@ -98,9 +100,19 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, quantize: str = "i
     with atomic_dir(out_dir, replace=replace) as tmp, tempfile.TemporaryDirectory(prefix=".pet-export-",
                                                                                   dir=out_dir.parent) as work:
         if from_onnx is None:
-            log(f"exporting {model_dir.name} to ONNX with KV cache (optimum)")
-            fp32 = export_fp32(model_dir, Path(work) / "fp32")
+            from pet.export import llama_graph
+
+            if exporter == "auto":
+                exporter = "pet" if llama_graph.supported(model_dir) else "optimum"
+            log(f"exporting {model_dir.name} to ONNX with KV cache ({exporter})")
+            if exporter == "pet":
+                fp32 = llama_graph.build_llama_onnx(model_dir, Path(work) / "fp32" / MODEL_FILE)
+            elif exporter == "optimum":
+                fp32 = export_fp32(model_dir, Path(work) / "fp32")
+            else:
+                raise ExportError(f"unknown exporter {exporter!r} (choose auto, pet or optimum)")
         else:
+            exporter = "given"
             fp32 = Path(from_onnx)
             if not fp32.is_file():
                 raise FileNotFoundError(f"{fp32} does not exist")
@@ -122,6 +134,7 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, quantize: str = "i
             "vocab_size": int(cfg["vocab_size"]),
             "max_context": int(cfg.get("max_position_embeddings", 2048)),
             "quantization": mode,
+            "exporter": exporter,
             "opset": model_opset(tmp / MODEL_FILE),
             "eos_token_ids": eos,
             "special_tokens": special,

@@ -145,3 +145,31 @@ def test_device_imports_no_torch(bundles):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ok")
+
+
+def test_pet_exporter_matches_torch(tmp_path_factory):
+    """The compact fused-kernel graph (GroupQueryAttention needs head_dim % 16 == 0: hidden 64, 4 heads)."""
+    from pet.device.runtime import DeviceModel
+    from pet.export.bundle import export_bundle
+    from tests.conftest import build_tiny_llama
+
+    root = tmp_path_factory.mktemp("petgraph")
+    model_dir = build_tiny_llama(root / "model", hidden=64)
+    metas = {}
+    for q in ("none", "int8"):
+        b = export_bundle(model_dir, root / q, quantize=q, exporter="pet", parity_prompts=PROMPTS[:2],
+                          parity_texts=TINY_CORPUS)
+        metas[q] = json.loads((b / "bundle.json").read_text())
+        assert metas[q]["exporter"] == "pet"
+    assert metas["none"]["parity"]["max_logit_diff"] < 1e-3
+    assert metas["none"]["parity"]["greedy_token_agreement"] == 1.0
+    assert abs(metas["int8"]["parity"]["ppl_ratio"] - 1) < 0.05
+    dev = DeviceModel.load(root / "none")
+    ids = dev.encode(dev.render("The capital of Italy is"))
+    full = dev.logits(ids)
+    logits, past = dev._step(ids[:4], 0, dev._empty_past())
+    rows = [logits]
+    for i in range(4, len(ids)):
+        step, past = dev._step([ids[i]], i, past)
+        rows.append(step)
+    np.testing.assert_allclose(np.concatenate(rows), full, atol=1e-4)
