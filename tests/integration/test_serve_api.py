@@ -20,7 +20,7 @@ def test_healthz_and_experts(serve_url):
     r = httpx.get(f"{serve_url}/v1/experts", timeout=30)
     assert r.status_code == 200
     names = [e["name"] for e in r.json()["experts"]]
-    assert names == ["broken", "python"]
+    assert {"broken", "python"} <= set(names)  # other modules may register more
 
 
 def test_generate_t(serve_url):

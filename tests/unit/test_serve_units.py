@@ -13,7 +13,6 @@ from pet.config.schema import GenerationDefaults
 from pet.serve.engine import resolve_payload, run_batch
 from pet.serve.schemas import ApiError, parse_generate
 
-
 # -- request validation --------------------------------------------------------------------------------------
 
 def test_generate_request_accepts_prompt_or_messages():
@@ -191,3 +190,18 @@ def test_tier_caller_falls_back_to_t_on_expert_timeout(tmp_path, monkeypatch):
     with pytest.raises(ApiError) as err:
         asyncio.run(tc.generate({"prompt": "q" * 9000, "tier": "t"}))
     assert err.value.status == 413
+
+
+# -- extra routes --------------------------------------------------------------------------------------------
+
+def test_every_route_module_registers_and_a_broken_one_is_skipped(monkeypatch, caplog):
+    from fastapi import FastAPI
+
+    import pet.serve.routes as routes
+
+    app = FastAPI()
+    names = routes.route_modules()
+    assert routes.include_routes(app, lambda: None) == names  # none of the shipped modules fails
+    monkeypatch.setattr(routes, "route_modules", lambda: ["no_such_module"])
+    assert routes.include_routes(FastAPI(), lambda: None) == []
+    assert "no_such_module" in caplog.text
