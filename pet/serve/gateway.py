@@ -121,6 +121,8 @@ async def generate_route(request: Request) -> JSONResponse:
     data = await read_json(request, gw.max_body_bytes)
     payload, reply = await open_body(gw, data)
     result = await gw.generate(payload)
+    # Metering never fails a user request (the Meter counts its own failures).
+    await gw.meter.arecord_result(result, payload.get("user") or getattr(reply, "user_id", None))
     return JSONResponse(seal_reply(reply, result))
 
 
@@ -153,8 +155,10 @@ async def healthz_route() -> JSONResponse:
 @app.get("/metrics")
 async def metrics_route() -> Response:
     """GET /metrics: Prometheus text of this gateway process."""
+    from pet.ledger.metrics import exposition
+
     body, ctype = gateway_metrics().render()
-    return Response(content=body, media_type=ctype)
+    return Response(content=body + exposition(), media_type=ctype)
 
 
 def _include_extra_routes() -> list[str]:
@@ -183,6 +187,9 @@ class Gateway(TierCaller):
         self.augmenter = augmenter
         self.max_body_bytes = max(1 << 20, cfg.serve.gateway.max_prompt_chars * 8)
         self._crypto: Any = None
+        from pet.ledger import Meter
+
+        self.meter = Meter.from_config(cfg)
         self._status_cache: tuple[float, dict[str, Any]] = (0.0, {})
         # Through sys.modules: Serve pickles this class by value, so its own globals are a copy, while the
         # route functions above read the real module's _LIVE.

@@ -70,6 +70,7 @@ def test_config_dict(root: Path, port: int) -> dict:
         "expert": {"registry_dir": str(root / "experts"), "timeout_s": 20.0, "max_adapters_per_replica": 2,
                    "generation": gen, "deployment": {**fast, "max_ongoing_requests": 16, "max_queued_requests": 32}},
         "crypto": {"allow_plaintext": True, "keys_dir": str(root / "keys")},
+        "ledger": {"path": str(root / "ledger.sqlite")},
         "serve": {"http": {"host": "127.0.0.1", "port": port},
                   "gateway": {"max_prompt_chars": 500, "request_timeout_s": 60.0,
                               "deployment": {**fast, "max_ongoing_requests": 64, "max_queued_requests": -1}}},
