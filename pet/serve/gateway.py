@@ -94,7 +94,11 @@ async def open_body(gw: Gateway, data: Any) -> tuple[Any, Any]:
         except Exception as err:  # EnvelopeError: generic on purpose (no oracle for attackers)
             reason = getattr(err, "reason", None) or "invalid"
             gateway_metrics().errors.labels(status="400", code=f"envelope_{reason}"[:48]).inc()
-            raise ApiError(400, "invalid_envelope", "the envelope could not be opened") from None
+            from pet.security.envelope import EnvelopeError
+
+            # EnvelopeError's text is generic by design, except KeyIdError, which names a public key id.
+            msg = str(err) if isinstance(err, EnvelopeError) else "the envelope could not be opened"
+            raise ApiError(400, "invalid_envelope", msg) from None
         return payload, reply
     if not gw.cfg.crypto.allow_plaintext:
         raise ApiError(400, "plaintext_refused", "plaintext requests are refused; fetch GET /v1/keys and send "
