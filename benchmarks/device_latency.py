@@ -36,21 +36,25 @@ def main() -> int:
 
     base = models_dir() / "smollm2-135m-instruct"
     bdir = models_dir() / "bundles"
-    wanted = [("smollm2-fp32", base, "none"), ("smollm2-int8", base, "int8"), ("smollm2-int4", base, "int4")]
+    # (bundle folder, source model, quantisation, exporter, label)
+    wanted = [("smollm2-fp32", base, "none", "pet", "ort-fp32:smollm2"),
+              ("smollm2-int8-optimum", base, "int8", "optimum", "ort-int8-optimum:smollm2"),
+              ("smollm2-int8", base, "int8", "pet", "ort-int8:smollm2"),
+              ("smollm2-int4", base, "int4", "pet", "ort-int4:smollm2")]
     if Path(args.student, "config.json").is_file():
-        wanted.append(("p10-int8", Path(args.student), "int8"))
+        wanted.append(("p10-int8", Path(args.student), "int8", "pet", "ort-int8:student-10L"))
     bundles, labels = [], []
-    for name, src, q in wanted:
+    for name, src, q, exporter, label in wanted:
         path = bdir / name
         if not (path / "bundle.json").is_file():
             if args.skip_build:
                 continue
             t = time.perf_counter()
             print(f"building {path} from {src} ({q}) ...", flush=True)
-            export_bundle(src, path, quantize=q, log=lambda m: print(f"  {m}", flush=True))
+            export_bundle(src, path, quantize=q, exporter=exporter, log=lambda m: print(f"  {m}", flush=True))
             print(f"  built in {time.perf_counter() - t:.0f} s", flush=True)
         bundles.append(str(path))
-        labels.append(f"ort-{q if q != 'none' else 'fp32'}:{name.split('-')[0]}")
+        labels.append(label)
     run_device_bench(bundles, compare_torch=True, new_tokens=args.new_tokens, repeats=args.repeats,
                      json_out=f"{args.out}.json", plot_out=f"{args.out}.png", labels=labels)
     print(f"results: {args.out}.json, {args.out}.png")

@@ -112,7 +112,7 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, quantize: str = "i
             else:
                 raise ExportError(f"unknown exporter {exporter!r} (choose auto, pet or optimum)")
         else:
-            exporter = "given"
+            exporter = exporter if exporter != "auto" else "given"  # the caller says how from_onnx was made
             fp32 = Path(from_onnx)
             if not fp32.is_file():
                 raise FileNotFoundError(f"{fp32} does not exist")

@@ -1,0 +1,54 @@
+"""The real SmolLM2-135M int8 device bundle: correct answers, perplexity close to PyTorch fp32, no torch in
+the device process. Uses models/bundles/smollm2-int8 when it exists (``python benchmarks/device_latency.py``
+or ``pet export`` build it), otherwise exports one into a temp folder first (~40 s)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def real_bundle(real_lm_dir, tmp_path_factory):
+    from pet.device.bundle import BundleError, read_bundle
+    from pet.paths import models_dir
+
+    path = models_dir() / "bundles" / "smollm2-int8"
+    try:
+        read_bundle(path, verify=False)
+        return path
+    except BundleError:
+        from pet.export.bundle import export_bundle
+
+        return export_bundle(real_lm_dir, tmp_path_factory.mktemp("real") / "int8", quantize="int8", parity=False)
+
+
+def test_real_int8_bundle(real_bundle, real_lm):
+    from pet.device.runtime import DeviceModel
+    from pet.distill.data import heldout_texts
+
+    m = DeviceModel.load(real_bundle)
+    g = m.generate("What is the capital of France?", max_new_tokens=16)
+    assert "Paris" in g.text
+    assert g.signals.mean_logprob < 0 and 0 < g.signals.min_token_prob <= 1
+    texts = heldout_texts(4)[:4]
+    from pet.models.lm import perplexity
+
+    ref = perplexity(real_lm.model, real_lm.tokenizer, texts, max_length=128)
+    assert m.perplexity(texts, max_length=128) / ref < 1.05  # int8 costs at most a few percent
+
+
+def test_real_bundle_runs_without_torch(real_bundle):
+    code = (
+        "import sys\nfrom pet.device.runtime import DeviceModel\n"
+        f"m = DeviceModel.load({str(real_bundle)!r})\n"
+        "print(''.join(m.stream('Name a colour.', max_new_tokens=8)))\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
