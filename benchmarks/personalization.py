@@ -153,6 +153,20 @@ def plot(summary: dict, rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def merge(files: list[str], out: Path) -> int:
+    """Combine shard result files (same settings) into one report with a fresh summary, table and plot."""
+    reports = [json.loads(Path(f).read_text()) for f in files]
+    rows = [u for r in reports for u in r["users"]]
+    merged = dict(reports[0])
+    merged.update(users=rows, summary=summarize(rows), shards=files,
+                  minutes=max(r["minutes"] for r in reports), machine=reports[0]["machine"])
+    out.with_suffix(".json").write_text(json.dumps(merged, indent=2))
+    out.with_suffix(".md").write_text(table(merged["summary"], len(rows)) + "\n")
+    plot(merged["summary"], rows, out.with_suffix(".png"))
+    print(table(merged["summary"], len(rows)))
+    return 0
+
+
 def stage(k: int, what: str, t0: float) -> None:
     """A progress line (no text of any user)."""
     print(f"  user {k + 1}: {what} (+{time.perf_counter() - t0:.0f} s)", flush=True)
@@ -172,8 +186,12 @@ def main() -> int:
     ap.add_argument("--oversample", type=float, default=None, help="T candidates per synthetic sample")
     ap.add_argument("--p-model", default=None, help="P model folder (default: personalization.base_model)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip", type=int, default=0, help="skip the first N sampled users (to run shards in parallel)")
+    ap.add_argument("--merge", nargs="+", default=None, help="merge shard JSON files into --out and exit")
     ap.add_argument("--out", default=str(RESULTS / "personalization"))
     args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge, Path(args.out))
 
     set_offline()
     import torch
@@ -203,7 +221,7 @@ def main() -> int:
     users = user_records(100, pcfg.context_turns)
     chosen = sorted(users)
     random.Random(args.seed).shuffle(chosen)
-    chosen = chosen[:args.users]
+    chosen = chosen[args.skip:args.skip + args.users]
     print(f"{len(users)} users with >= 100 messages; evaluating {len(chosen)}", flush=True)
     base, tok = load_base(p_dir)
     t_lm = CausalLM.load(t_dir, threads=1)
@@ -228,7 +246,7 @@ def main() -> int:
         aug = augment_local({"shared": shared, "n": args.synthetic, "seed": args.seed + k}, t_lm, emb, pcfg, rounds=1)
         synth = aug["samples"]
         stage(k, f"augment: {len(synth)} synthetic kept of {aug['stats'].get('candidates', 0)}", t_user)
-        row: dict = {"user": f"user{k:03d}", "messages": len(recs), "heldout": len(heldout),
+        row: dict = {"user": f"user{args.skip + k:03d}", "messages": len(recs), "heldout": len(heldout),
                      "train_full": len(train_full), "train_low": len(train_low), "synthetic": len(synth),
                      "augment_stats": aug["stats"], "full": {}, "low": {}, "train": {}}
         res_a = evaluate(base, tok, heldout, pcfg, args.rouge_n)

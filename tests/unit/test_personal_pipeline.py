@@ -168,3 +168,21 @@ def test_personalize_cli_bad_input_keeps_store(cfg, tmp_path, capsys):
                  "--out", str(tmp_path / "b")]) == 2
     assert "limit is 1000000" in capsys.readouterr().err
     assert store.path("alice").read_bytes() == before and not (tmp_path / "b").exists()
+
+
+def test_personalize_exports_a_loadable_device_bundle(cfg, tiny_lm, embedder, tmp_path):
+    from pet.device.runtime import DeviceModel
+    from pet.personalize.client import LocalAugmentClient
+    from pet.personalize.pipeline import personalize
+
+    cfg.personalization.export_quantize = "none"
+    client = LocalAugmentClient(tiny_lm, embedder, cfg.personalization)
+    out = tmp_path / "bundle"
+    report = personalize(cfg, "u2", [{"text": t} for t in SHARED_TOPIC], share=0.5, synthetic=2, out=out,
+                         client=client, progress=False)
+    assert report.bundle == str(out) and (out / "bundle.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the merged temp folder is gone
+    gen = DeviceModel.load(out, num_threads=1).generate("Hi", max_new_tokens=4)
+    assert gen.usage.completion_tokens <= 4
+    with pytest.raises(FileExistsError):
+        personalize(cfg, "u2", [{"text": "x"}], share=0.0, out=out, client=client, progress=False)
