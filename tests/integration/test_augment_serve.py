@@ -21,12 +21,12 @@ def test_encrypted_augment_roundtrip(serve_url):
     client = HttpAugmentClient(serve_url, "user-it-1", timeout_s=300)
     sent = []
     client.on_send.append(sent.append)
-    reply = client.request({"shared": SHARED, "n": 2, "seed": 0})
-    assert sent == [{"shared": SHARED, "n": 2, "seed": 0}]
-    assert isinstance(reply["samples"], list) and len(reply["samples"]) <= 2
+    reply = client.request({"shared": SHARED, "n": 1, "seed": 0})  # 2 candidates per round: keeps the suite fast
+    assert sent == [{"shared": SHARED, "n": 1, "seed": 0}]
+    assert isinstance(reply["samples"], list) and len(reply["samples"]) <= 1
     assert all(isinstance(s, str) and s and s not in SHARED for s in reply["samples"])
     stats = reply["stats"]
-    assert stats["candidates"] >= 4 and stats["kept"] == len(reply["samples"]) and stats["rounds"] >= 1
+    assert stats["candidates"] >= 2 and stats["kept"] == len(reply["samples"]) and stats["rounds"] >= 1
 
 
 def test_bad_payload_is_json_400_without_echo(serve_url):
