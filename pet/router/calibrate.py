@@ -155,7 +155,11 @@ class IsotonicCalibrator(Calibrator):
         return self
 
     def predict(self, x: Any) -> np.ndarray:
-        return np.interp(self._col(x), self.x, self.y)
+        v = self._col(x)
+        # PAVA blocks make many scores tie, which makes a cloud budget coarse (a big block cannot be split).
+        # Break ties by the raw feature at a 1e-6 scale: still monotone, calibration unchanged to 1e-6.
+        tie = 1e-6 * (np.arctan(v) / np.pi + 0.5)
+        return np.clip(np.interp(v, self.x, self.y) * (1 - 1e-6) + tie, 0.0, 1.0)
 
     def params(self) -> dict[str, Any]:
         return {"feature": self.feature, "x": [float(v) for v in self.x], "y": [float(v) for v in self.y]}

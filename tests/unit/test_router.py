@@ -139,7 +139,7 @@ def test_budget_respected_on_calibration_set(budget, kind):
         left = np.mean([policy.decide(RouteState(p_signals=r["p"]["signals"], embedding=np.array(r["embedding"])))
                         .action is Action.ESCALATE for r in recs])
         assert left <= budget + 1e-9, (name, left, budget)
-        if 0 < budget < 1 and kind == "logistic":  # continuous scores: the budget is used, not wasted
+        if 0 < budget < 1:  # scores have no ties (isotonic breaks them): the budget is used, not wasted
             assert left >= budget - 0.05, (name, left, budget)
 
 
