@@ -55,7 +55,9 @@ def machine() -> dict:
 def load_records() -> tuple[list[dict], dict]:
     """Join the query set with the cached generations of every tier."""
     queries = [Query(**q) for q in json.loads((RESULTS / "routing_queries.json").read_text())]
-    gens = {t: json.loads((RESULTS / f"routing_gen_{t}.json").read_text()) for t in ("p", "e", "t")}
+    from benchmarks.routing_generate import load_generations
+
+    gens = {t: load_generations(t) for t in ("p", "e", "t")}
     domains = json.loads((RESULTS / "routing_domains.json").read_text())
     records = []
     for q in queries:

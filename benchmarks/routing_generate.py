@@ -1,6 +1,7 @@
 """Phase 1 of the routing benchmark: generate every tier's answer to every labelled query once, and cache it.
 
     python benchmarks/routing_generate.py [--p auto|bundle:DIR|truncated:K] [--max-new-tokens 40]
+    python benchmarks/routing_generate.py --tiers p --part rev --reverse   # a 2nd process from the other end
 
 Writes ``benchmarks/results/routing_gen_<tier>.json`` ({"model": description, "items": {query id: {text,
 signals}}}) after every batch, so an interrupted run resumes where it stopped. ``benchmarks/routing.py``
@@ -29,12 +30,26 @@ from pet.io import atomic_write_json  # noqa: E402
 from pet.router.queries import build_query_set  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+REVERSE = False
 QUERY_MIX = dict(n_python=80, n_personal=80, n_general=60, seed=0)
 
 
+PART = ""  # set by --part: a second process writes its own file, merged by load_generations()
+
+
 def gen_path(tier: str) -> Path:
-    """Cache file of one tier's generations."""
-    return RESULTS / f"routing_gen_{tier}.json"
+    """Cache file of one tier's generations (this process's part)."""
+    return RESULTS / f"routing_gen_{tier}{'.' + PART if PART else ''}.json"
+
+
+def load_generations(tier: str) -> dict:
+    """The tier's cache merged with every part file written by parallel processes with the same model."""
+    main = json.loads((RESULTS / f"routing_gen_{tier}.json").read_text())
+    for part in sorted(RESULTS.glob(f"routing_gen_{tier}.*.json")):
+        data = json.loads(part.read_text())
+        if data.get("model") == main["model"]:
+            main["items"].update({k: v for k, v in data["items"].items() if k not in main["items"]})
+    return main
 
 
 def load_cache(tier: str, model: str) -> dict:
@@ -59,7 +74,12 @@ def run_batched(tier: str, model_desc: str, generate_batch, queries, batch: int,
     ``generate_batch`` returns Generations, or ready records when ``raw``.
     """
     cache = load_cache(tier, model_desc)
-    todo = [q for q in queries if q.id not in cache["items"]]
+    done_elsewhere = set()
+    if PART and (RESULTS / f"routing_gen_{tier}.json").is_file():
+        done_elsewhere = set(load_generations(tier)["items"])
+    todo = [q for q in queries if q.id not in cache["items"] and q.id not in done_elsewhere]
+    if REVERSE:
+        todo.reverse()
     t0 = time.time()
     for i in range(0, len(todo), batch):
         chunk = todo[i:i + batch]
@@ -105,7 +125,11 @@ def main() -> int:
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--tiers", default="t,p,e", help="which tiers to generate, in order")
+    ap.add_argument("--part", default="", help="write a separate part file (to run a second process in parallel)")
+    ap.add_argument("--reverse", action="store_true", help="work through the queries from the end")
     args = ap.parse_args()
+    global PART, REVERSE
+    PART, REVERSE = args.part, args.reverse
 
     import torch
 
