@@ -76,7 +76,8 @@ def derive(out: dict[str, Any]) -> dict[str, Any]:
         r["bw_bound_tok_s_cpu"] = round(bw_cpu * 1e9 / per_tok, 1)
         r["bw_ratio_cpu"] = round(r["decode_tok_s_cpu"] / r["bw_bound_tok_s_cpu"], 3)
     # Speed-ups are relative to PyTorch fp32 when it was measured (JSON files are key-sorted on disk).
-    first = next((r for r in out["variants"].values() if r.get("kind") == "torch"), next(iter(out["variants"].values())))
+    rows = list(out["variants"].values())
+    first = next((r for r in rows if r.get("kind") == "torch"), rows[0])
     for r in out["variants"].values():
         r["speedup_vs_first"] = round(r["decode_tok_s"] / first["decode_tok_s"], 2)
         r["speedup_vs_first_cpu"] = round(r["decode_tok_s_cpu"] / first["decode_tok_s_cpu"], 2)
