@@ -197,6 +197,10 @@ def _personalize(args: argparse.Namespace) -> int:
                         model_out=args.keep_model, say=say)
     except AugmentClientError as err:
         raise CLIError(f"augmentation failed: {err}") from None
+    except RuntimeError as err:  # ExportError: the message names the failed export step
+        if type(err).__name__ != "ExportError":
+            raise
+        raise CLIError(f"export failed: {err}") from None
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0

@@ -178,11 +178,13 @@ def augment_local(payload: dict[str, Any], lm: Any, embedder: Any, cfg: Personal
     """Run the Augmenter logic in this process with a local T (:class:`CausalLM`); same reply shape."""
     shared, n, seed = parse_request(payload, cfg)
     kept: list[str] = []
-    total: dict[str, int] = {}
+    total: dict[str, int] = {"candidates": 0, "kept": 0}
     candidates: list[str] = []
+    done = 0
     for r in range(rounds):
         if len(kept) >= n:
             break
+        done += 1
         batch = generation_payloads(shared, n - len(kept), seed, cfg, r)
         for i in range(0, len(batch), 8):
             chunk = batch[i:i + 8]
@@ -194,5 +196,5 @@ def augment_local(payload: dict[str, Any], lm: Any, embedder: Any, cfg: Personal
                 progress(len(chunk))
         kept, stats = filter_samples_with_stats(candidates, shared, embedder, cfg.filter, limit=n)
         total = stats
-    total["rounds"] = r + 1 if n else 0
+    total["rounds"] = done
     return {"samples": kept[:n], "stats": total}
