@@ -146,7 +146,7 @@ def plot(summary: dict, rows: list[dict], path: Path) -> None:
             ax.bar(xs, ys, width, label=v)
         ax.set_xticks([0, 1], ["full history", "low data (20 msgs)"])
         ax.set_title(("held-out perplexity (lower is better)", "ROUGE-L of next message (higher is better)")[k])
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="lower center")
     fig.suptitle(f"Personalisation on chitchat-dataset, {len(rows)} users (SmolLM2-135M, CPU)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
