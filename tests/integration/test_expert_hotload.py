@@ -55,7 +55,9 @@ def test_register_while_gateway_runs(serve_url, expert_registry, real_lm_dir, tm
     res = register_domain(expert_registry, "cooking", data, real_lm_dir, "smollm2-135m-instruct",
                           Embedder(threads=1), settings, opts, log=lambda m: None)
     try:
-        assert res.record.exemplar_count == len(QUERIES) and res.report.steps == 2
+        # The example queries plus snippets of the training chunks.
+        assert res.record.manifest["exemplar_source"] == "examples+data" and res.report.steps == 2
+        assert len(QUERIES) < res.record.exemplar_count <= len(QUERIES) + len(COOKING)
         listed = httpx.get(f"{serve_url}/v1/experts", timeout=30).json()["experts"]
         entry = next(e for e in listed if e["name"] == "cooking")
         assert entry["metrics"]["ppl_base"] == pytest.approx(res.report.ppl_base)
