@@ -123,7 +123,8 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, quantize: str = "i
             (tmp / TEMPLATE_FILE).write_text(template, encoding="utf-8")
         meta: dict[str, Any] = {
             "format": BUNDLE_FORMAT,
-            "model_id": model_id or model_dir.name,
+            # pet distill writes OUT/model: name the bundle after OUT then.
+            "model_id": model_id or (model_dir.parent.name if model_dir.name == "model" else model_dir.name),
             "source": str(model_dir),
             "tier": tier,
             "architecture": (cfg.get("architectures") or ["?"])[0],
