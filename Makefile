@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install models demo test test-unit test-integration lint bench default-config clean
+.PHONY: install models demo test test-unit test-integration lint experts bundle bench default-config clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,26 @@ test-unit: install
 
 test-integration: models
 	$(BIN)/python -m pytest tests/integration
+
+# The two default expert domains from text installed with the project (about 10 minutes each on 2 cores).
+experts: models
+	mkdir -p runs/experts
+	$(BIN)/pet expert recipe python --out runs/experts/python.txt --examples-out runs/experts/python.queries.txt
+	$(BIN)/pet expert register python --data runs/experts/python.txt --examples runs/experts/python.queries.txt --replace
+	$(BIN)/pet expert recipe chitchat --out runs/experts/chitchat.jsonl --examples-out runs/experts/chitchat.queries.txt
+	$(BIN)/pet expert register chitchat --data runs/experts/chitchat.jsonl --examples runs/experts/chitchat.queries.txt --replace
+
+# The default personal-model bundle: SmolLM2 exported to ONNX with block-wise int8 weights.
+bundle: models
+	$(BIN)/pet export --model models/smollm2-135m-instruct --quantize int8 --out models/bundles/smollm2-int8 --replace
+
+# Benchmarks (programs, not tests): each prints a table and writes benchmarks/results/.
+bench: models
+	$(BIN)/python benchmarks/device_latency.py
+	$(BIN)/python benchmarks/serve_throughput.py --max-new-tokens 16
+	$(BIN)/python benchmarks/crypto_overhead.py
+	$(BIN)/python benchmarks/ledger.py
+	$(BIN)/python benchmarks/domain_routing.py
 
 lint: install
 	$(BIN)/ruff check pet tests benchmarks
