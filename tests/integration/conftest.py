@@ -67,7 +67,7 @@ def test_config_dict(root: Path, port: int) -> dict:
     return {
         "traditional": {"generation": gen, "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.02},
                         "deployment": {**fast, "max_ongoing_requests": 8, "max_queued_requests": 8}},
-        "expert": {"registry_dir": str(root / "experts"), "timeout_s": 20.0, "max_adapters_per_replica": 2,
+        "expert": {"registry_dir": str(root / "experts"), "timeout_s": 60.0, "max_adapters_per_replica": 2,
                    "generation": gen, "deployment": {**fast, "max_ongoing_requests": 16, "max_queued_requests": 32}},
         "crypto": {"allow_plaintext": True, "keys_dir": str(root / "keys")},
         "ledger": {"path": str(root / "ledger.sqlite")},
@@ -108,15 +108,21 @@ def _serve_env(tmp_path_factory, real_lm_dir):
         ensure_keys(cfg)
     except ImportError:
         pass
-    for attempt in range(3):  # a raylet may miss Ray's fixed 30 s start deadline on a loaded machine
+    # On a loaded machine a raylet may miss Ray's fixed 30 s start deadline, and Serve kills an HTTP proxy
+    # that is not ready in time: retry the whole start (fresh Ray, fresh port) a few times.
+    for attempt in range(3):
         try:
             ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+            serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=logging_config(cfg))
             break
         except Exception:
+            if ray.is_initialized():
+                serve.shutdown()
             ray.shutdown()
             if attempt == 2:
                 raise
-    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=logging_config(cfg))
+            port = free_port()
+            cfg = parse_config(test_config_dict(root, port), "<integration test config>")
     t0 = time.monotonic()
     serve.run(build_app(cfg), name=cfg.serve.app_name, route_prefix="/", logging_config=logging_config(cfg))
     url = f"http://127.0.0.1:{port}"
