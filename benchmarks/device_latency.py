@@ -3,6 +3,7 @@ the distilled student, one thread each, side by side in one run.
 
     python benchmarks/device_latency.py                       # builds missing bundles under models/bundles/
     python benchmarks/device_latency.py --skip-build --new-tokens 32
+    python benchmarks/device_latency.py --profile models/bundles/smollm2-int8   # per-op ms of a decode step
 
 Writes benchmarks/results/device_latency.json and .png. Every variant runs in its own subprocess (its own
 peak RSS). Decode speed is reported from wall time and from process CPU time: on a shared machine the
@@ -19,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pet.device.bench import run_device_bench  # noqa: E402
+from pet.device.bench import profile_ops, run_device_bench  # noqa: E402
 from pet.export.bundle import export_bundle  # noqa: E402
 from pet.paths import models_dir  # noqa: E402
 
@@ -32,7 +33,17 @@ def main() -> int:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "device_latency"))
+    ap.add_argument("--profile", metavar="BUNDLE", help="only print per-operator kernel time of BUNDLE's decode step")
     args = ap.parse_args()
+    if args.profile:
+        prof = profile_ops(args.profile)
+        total = sum(prof["ops"].values())
+        for op, ms in prof["ops"].items():
+            print(f"{op:<32} {ms:7.2f} ms/step {100 * ms / total:5.1f}%  ({prof['nodes'][op]} nodes)")
+        print(f"{'total':<32} {total:7.2f} ms/step")
+        for name, ms in prof["top"]:
+            print(f"  {name:<40} {ms:6.2f} ms")
+        return 0
 
     base = models_dir() / "smollm2-135m-instruct"
     bdir = models_dir() / "bundles"

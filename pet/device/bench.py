@@ -66,6 +66,51 @@ def bytes_read_per_token(model_path: str | Path) -> int:
     return size
 
 
+def profile_ops(bundle: str | Path, steps: int = 50, past_len: int = 20) -> dict[str, Any]:
+    """Per-operator kernel time of one decode step (onnxruntime profiler, one thread, ``steps`` steps).
+
+    Returns ``{"ops": {op: ms per step}, "nodes": {op: count}, "top": [(node, ms per step), ...]}``: the
+    numbers behind "where the time goes" in docs/device.md.
+    """
+    import onnxruntime as ort
+
+    from pet.device.bundle import read_bundle
+
+    info = read_bundle(bundle, verify=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    opts.enable_profiling = True
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(info.model_path), opts, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    past = np.zeros((1, info.num_kv_heads, past_len, info.head_dim), dtype=np.float32)
+    feed: dict[str, Any] = {n: past for n in names if n.startswith("past_key_values.")}
+    feed["input_ids"] = np.array([[5]], dtype=np.int64)
+    feed["attention_mask"] = np.ones((1, past_len + 1), dtype=np.int64)
+    if "position_ids" in names:
+        feed["position_ids"] = np.array([[past_len]], dtype=np.int64)
+    for _ in range(steps):
+        sess.run(None, feed)
+    trace = Path(sess.end_profiling())
+    try:
+        events = json.loads(trace.read_text())
+    finally:
+        trace.unlink()
+    ops: dict[str, float] = {}
+    nodes: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        op = e["args"]["op_name"]
+        ops[op] = ops.get(op, 0.0) + e["dur"] / 1e3 / steps
+        nodes[e["name"]] = nodes.get(e["name"], 0.0) + e["dur"] / 1e3 / steps
+        count[op] = count.get(op, 0) + 1
+    return {"ops": dict(sorted(ops.items(), key=lambda kv: -kv[1])),
+            "nodes": {op: c // steps for op, c in count.items()},
+            "top": sorted(nodes.items(), key=lambda kv: -kv[1])[:8]}
+
+
 def derive(out: dict[str, Any]) -> dict[str, Any]:
     """Bandwidth bound and ratios for every variant (wall and CPU-time versions), speed-up vs the first."""
     bw, bw_cpu = out["bandwidth_gb_s"], out["bandwidth_cpu_gb_s"]

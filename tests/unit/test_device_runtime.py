@@ -147,6 +147,15 @@ def test_device_imports_no_torch(bundles):
     assert r.stdout.startswith("ok")
 
 
+def test_profile_ops_reports_matmulnbits(bundles):
+    """The per-operator decode profile behind docs/device.md: the int8 bundle's time is in MatMulNBits."""
+    from pet.device.bench import profile_ops
+
+    prof = profile_ops(bundles["int8"], steps=3)
+    assert prof["nodes"].get("MatMulNBits", 0) >= 1
+    assert all(ms >= 0 for ms in prof["ops"].values()) and prof["top"]
+
+
 def test_pet_exporter_matches_torch(tmp_path_factory):
     """The compact fused-kernel graph (GroupQueryAttention needs head_dim % 16 == 0: hidden 64, 4 heads)."""
     from pet.device.runtime import DeviceModel
