@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--threads", type=int, default=None, help="torch threads (default: expert.torch_threads)")
     r.add_argument("--base", default=None, help="shared base model folder (default: expert.base_model)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    r.add_argument("--contributor", default=None,
+                   help="user id credited in the ledger for the domain text used to train the expert")
     common(r)
     r.set_defaults(func=_register)
 
@@ -145,6 +147,17 @@ def _register(args: argparse.Namespace) -> int:
     if res.synth:
         print(f"  synthesis: {res.synth['kept']}/{res.synth['requested']} pairs kept "
               f"({res.synth['generated']} generated, dropped {res.synth['dropped']})")
+    if args.contributor:
+        from pet.ledger import Meter
+
+        # Samples of the contributor's own text that trained the adapter (T's synthetic pairs excluded); the
+        # event id names this exact adapter, so re-running the command never credits twice.
+        used = rep.train_samples - int(res.synth.get("kept", 0))
+        ok = Meter.from_config(cfg).credit_contribution(
+            f"expert:{args.name}@{res.record.fingerprint}", args.contributor, max(used, 1),
+            f"expert_training:{args.name}")
+        state = {True: "credited", False: "already credited", None: "NOT credited (ledger unavailable)"}[ok]
+        print(f"  contribution: {max(used, 1)} samples {state} to {args.contributor!r}")
     return 0
 
 

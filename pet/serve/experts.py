@@ -47,8 +47,11 @@ class ExpertPool:
         self.base = load_tier_model(ec.base_model, self.cfg.models_dir, ec.torch_threads)
         self.peft: Any = None  # PeftModel wrapping the base once the first adapter is loaded
         self.lm: Any = None  # CausalLM over the PeftModel
-        self.loaded: set[str] = set()
-        self.stale: set[str] = set()  # evicted but still in the PeftModel (deleted under the lock)
+        # PEFT adapter names are "<domain>@<registry fingerprint>", so a domain replaced in the registry while
+        # it is loaded is noticed (the manifest's fingerprint changes) and its new adapter loaded.
+        self.active: dict[str, str] = {}  # domain -> adapter name in use
+        self.loaded: set[str] = set()  # adapter names present in the PeftModel
+        self.stale: set[str] = set()  # evicted or replaced, still in the PeftModel (deleted under the lock)
         self.lock = ModelLock()
         self.batching = ec.batching.enabled
         self._batched.set_max_batch_size(ec.batching.max_batch_size)
@@ -67,26 +70,41 @@ class ExpertPool:
 
         return ExpertRegistry.from_config(self.cfg)
 
+    def _current(self, domain: str, name: str) -> bool:
+        """Under the lock: is ``name`` loaded and in use for ``domain`` (re-activating an evicted copy)?"""
+        if name in self.stale:  # evicted but never deleted: reuse it
+            self.stale.discard(name)
+        if name in self.loaded:
+            old = self.active.get(domain)
+            if old and old != name:
+                self.stale.add(old)
+            self.active[domain] = name
+            return True
+        return False
+
     def _load_sync(self, domain: str) -> None:
-        """Load (or re-activate) ``domain``'s adapter into the shared PeftModel."""
+        """Make the registry's current adapter of ``domain`` the one in use (loading it if needed)."""
         from peft import PeftModel
 
         from pet.models.lm import CausalLM
 
-        folder = self._registry().adapter_dir(domain, verify=True)  # CorruptAdapterError on tampering
+        reg = self._registry()
+        name = f"{domain}@{reg.get(domain).fingerprint}"  # a manifest read: cheap, catches --replace
         with self.lock:
-            if domain in self.loaded and domain not in self.stale:
+            if self._current(domain, name):
                 return
-            if domain in self.stale:  # evicted but never deleted: reuse it
-                self.stale.discard(domain)
+        folder = reg.adapter_dir(domain, verify=True)  # CorruptAdapterError on tampering
+        with self.lock:
+            if self._current(domain, name):
                 return
             if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.base.model, str(folder), adapter_name=domain)
+                self.peft = PeftModel.from_pretrained(self.base.model, str(folder), adapter_name=name)
                 self.peft.eval()
                 self.lm = CausalLM(self.peft, self.base.tokenizer, name=f"{self.base.name}+lora")
             else:
-                self.peft.load_adapter(str(folder), adapter_name=domain)
-            self.loaded.add(domain)
+                self.peft.load_adapter(str(folder), adapter_name=name)
+            self.loaded.add(name)
+            self._current(domain, name)
             self._drop_stale()
 
     def _drop_stale(self) -> None:
@@ -99,19 +117,22 @@ class ExpertPool:
 
     def _evict(self, domain: str) -> None:
         with self.lock:
-            if domain in self.loaded:
-                self.stale.add(domain)
+            name = self.active.get(domain)
+            if name in self.loaded:
+                self.stale.add(name)
+
+    def _in_use(self) -> list[str]:
+        return sorted(d for d, n in self.active.items() if n in self.loaded and n not in self.stale)
 
     def _run(self, domain: str, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if domain not in self.loaded or domain in self.stale:
-            self._load_sync(domain)  # evicted between the multiplexed load and this batch
+        self._load_sync(domain)  # evicted since the multiplexed load, or replaced in the registry
         with self.lock:
-            self.peft.set_adapter(domain)
+            self.peft.set_adapter(self.active[domain])
             out = run_batch(self.lm, payloads)
         for r in out:
             r["domain"] = domain
             r["replica"] = self._replica_name()
-            r["loaded_adapters"] = len(self.loaded - self.stale)
+            r["loaded_adapters"] = len(self._in_use())
         return out
 
     # -- requests ----------------------------------------------------------------------------------------------
@@ -150,7 +171,8 @@ class ExpertPool:
         import ray
 
         return {"pid": os.getpid(), "replica": self._replica_name(), "actor_name": ray.get_runtime_context()
-                .get_actor_name(), "loaded_adapters": sorted(self.loaded - self.stale), "batching": self.batching}
+                .get_actor_name(), "loaded_adapters": self._in_use(), "batching": self.batching,
+                "fingerprints": {d: self.active[d].split("@", 1)[1] for d in self._in_use()}}
 
     def check_health(self) -> None:
         """Serve health check: the base model must still be loaded."""

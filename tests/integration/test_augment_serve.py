@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from pet.personalize.client import AugmentClientError, HttpAugmentClient
 
@@ -16,8 +17,10 @@ SHARED = [
     "ugh mondays. need coffee",
 ]
 
+pytestmark = pytest.mark.integration
 
-def test_encrypted_augment_roundtrip(serve_url):
+
+def test_encrypted_augment_roundtrip(serve_url, serve_config):
     client = HttpAugmentClient(serve_url, "user-it-1", timeout_s=300)
     sent = []
     client.on_send.append(sent.append)
@@ -27,6 +30,17 @@ def test_encrypted_augment_roundtrip(serve_url):
     assert all(isinstance(s, str) and s and s not in SHARED for s in reply["samples"])
     stats = reply["stats"]
     assert stats["candidates"] >= 2 and stats["kept"] == len(reply["samples"]) and stats["rounds"] >= 1
+    # The shared samples are credited to their contributor when they produced synthetic data.
+    from pet.ledger import Ledger
+
+    led = Ledger.from_config(serve_config)
+    try:
+        rewards = [e for e in led.events(user="user-it-1") if e["kind"] == "reward"]
+    finally:
+        led.close()
+    assert len(rewards) == (1 if reply["samples"] else 0)
+    if rewards:
+        assert rewards[0]["samples"] == len(SHARED) and rewards[0]["purpose"] == "synthetic_data"
 
 
 def test_bad_payload_is_json_400_without_echo(serve_url):

@@ -72,6 +72,31 @@ def test_adapters_are_evicted_lru_beyond_the_per_replica_limit(serve_url, serve_
             expert_registry.remove(name)
 
 
+def test_a_domain_replaced_while_loaded_serves_its_new_adapter(serve_url, serve_config, expert_registry,
+                                                               real_lm_dir, tmp_path):
+    import numpy as np
+
+    from tests.integration.conftest import make_lora_adapter
+
+    no_exemplars = np.zeros((0, 384), np.float32)
+    expert_registry.add("swap", expert_registry.adapter_dir("python"), no_exemplars, metrics={},
+                        base_model="smollm2-135m-instruct")
+    try:
+        first = expert_registry.get("swap").fingerprint
+        body = {"prompt": "Say hi.", "tier": "e", "domain": "swap", "max_new_tokens": 2}
+        assert post(serve_url, body).json()["tier"] == "e"
+        assert _expert_stats(serve_config)["fingerprints"]["swap"] == first
+        new = make_lora_adapter(real_lm_dir, tmp_path / "other", seed=1)
+        expert_registry.add("swap", new, no_exemplars, metrics={}, base_model="smollm2-135m-instruct", replace=True)
+        second = expert_registry.get("swap").fingerprint
+        assert second != first
+        r = post(serve_url, body)
+        assert r.status_code == 200 and r.json()["tier"] == "e", r.text
+        assert _expert_stats(serve_config)["fingerprints"]["swap"] == second
+    finally:
+        expert_registry.remove("swap")
+
+
 def _expert_stats(serve_config) -> dict:
     from ray import serve
 

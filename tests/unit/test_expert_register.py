@@ -211,3 +211,26 @@ def test_register_killed_during_training_leaves_registry_unchanged(registered, e
             proc.kill()
     assert proc.returncode == -9
     assert "slowpoke" not in env["reg"].names() and snapshot(env["reg"].root) == before
+
+
+def test_contributor_is_credited_once_per_adapter(registered, env, capsys):
+    from pet.config.loader import load_config
+    from pet.ledger import Ledger
+
+    cfg_path = env["root"] / "cfg-ledger.yaml"
+    raw = yaml.safe_load(env["cfg"].read_text())
+    raw["ledger"] = {"path": str(env["root"] / "ledger.sqlite")}
+    cfg_path.write_text(yaml.safe_dump(raw))
+    argv = ["register", "credited", "--data", str(env["data"]), "--config", str(cfg_path), "--no-progress",
+            "--steps", "2", "--force", "--contributor", "alice"]
+    assert run(*argv) == 0
+    assert "credited to 'alice'" in capsys.readouterr().out
+    led = Ledger.from_config(load_config(cfg_path))
+    try:
+        rewards = [e for e in led.events() if e["kind"] == "reward"]
+        assert len(rewards) == 1 and rewards[0]["user"] == "alice" and rewards[0]["tier"] == "e"
+        assert rewards[0]["samples"] == env["reg"].get("credited").metrics["train_samples"]
+        assert rewards[0]["purpose"] == "expert_training:credited" and rewards[0]["amount"] > 0
+    finally:
+        led.close()
+    env["reg"].remove("credited")

@@ -38,4 +38,9 @@ def register_routes(app: Any, gateway_getter: Callable[[], Any]) -> None:
         if getattr(gw, "augmenter", None) is None:
             raise ApiError(503, "no_augmenter", "this gateway has no Augmenter deployment")
         result = await gw.augmenter.augment.remote(payload)
+        user, rid = getattr(reply, "user_id", None), getattr(reply, "request_id", None)
+        meter = getattr(gw, "meter", None)
+        if meter is not None and user and rid and result.get("samples"):
+            # The user's shared samples were used to generate synthetic data: credit them (once per request).
+            await meter.acredit_contribution(f"augment:{rid}", user, len(payload["shared"]), "synthetic_data")
         return JSONResponse(seal_reply(reply, result))
