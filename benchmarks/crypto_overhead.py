@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pet.io import atomic_write_json, atomic_write_text  # noqa: E402
+from pet.machine import machine_info  # noqa: E402
 from pet.security.envelope import DeviceCrypto, GatewayCrypto  # noqa: E402
 from pet.security.keys import KeyRing  # noqa: E402
 from pet.security.suites import SUITES  # noqa: E402
@@ -41,16 +41,7 @@ PROMPT = ("I keep a small vegetable garden on my balcony and the tomato leaves h
 
 def machine() -> dict:
     """The machine this ran on."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "threads": 1,
-            "load_avg_1m": os.getloadavg()[0]}
+    return machine_info(threads=1)
 
 
 def fake_response(text: str) -> dict:

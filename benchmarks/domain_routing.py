@@ -22,8 +22,6 @@ accuracy; writes
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -38,6 +36,7 @@ from pet.experts.data import load_domain_data, sample_queries  # noqa: E402
 from pet.experts.recipes import get_recipe  # noqa: E402
 from pet.experts.registry import ExpertRegistry  # noqa: E402
 from pet.io import atomic_write_json, atomic_write_text  # noqa: E402
+from pet.machine import machine_info  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 DOMAINS = ("python", "chitchat")
@@ -86,16 +85,7 @@ GENERAL = [
 
 def machine() -> dict:
     """The machine this ran on."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "torch_threads": 1,
-            "load_avg_1m": round(os.getloadavg()[0], 2)}
+    return machine_info(torch_threads=1)
 
 
 def exemplar_sets(emb, registry: ExpertRegistry | None, tmp: Path) -> tuple[dict, dict]:

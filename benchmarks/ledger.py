@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,20 +33,14 @@ sys.path.insert(0, str(ROOT))
 
 from pet.io import atomic_write_json, atomic_write_text  # noqa: E402
 from pet.ledger import Ledger, Meter  # noqa: E402
+from pet.machine import machine_info  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
 
 def machine() -> dict:
     """The machine this ran on."""
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "threads": 1,
-            "load_avg_1m": round(os.getloadavg()[0], 2)}
+    return machine_info(threads=1)
 
 
 def pct(values: list[float], q: float) -> float:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pet.machine import machine_info
 from pet.paths import set_offline  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -43,13 +43,7 @@ VARIANTS = ("a_base", "b_lora_real", "c_lora_real_synth", "d_t_zero_shot")
 
 def machine() -> dict:
     """nproc, CPU model, threads, load: the conditions of the numbers."""
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "torch_threads": 1, "python": platform.python_version(),
-            "loadavg_start": os.getloadavg()[0]}
+    return machine_info(torch_threads=1)
 
 
 def user_records(min_messages: int, context_turns: int) -> dict[str, list[dict]]:

@@ -22,8 +22,6 @@ Writes benchmarks/results/routing.json and routing.png, and prints a table and t
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -35,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pet.io import atomic_write_json, atomic_write_text  # noqa: E402
+from pet.machine import machine_info  # noqa: E402
 from pet.router.fit import cloud_quality, fit_router, qualities, sweep  # noqa: E402
 from pet.router.policy import Action, RouteState, make_policy  # noqa: E402
 from pet.router.queries import Query, split  # noqa: E402
@@ -46,10 +45,7 @@ GOAL_QUALITY = 0.95
 
 def machine() -> dict:
     """What this ran on."""
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "threads": 1,
-            "load_avg_1m": os.getloadavg()[0]}
+    return machine_info(threads=1)
 
 
 def load_records() -> tuple[list[dict], dict]:

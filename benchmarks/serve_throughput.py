@@ -19,11 +19,12 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from pet.machine import machine_info
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,16 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def machine() -> dict:
     """nproc, CPU model, load and thread settings."""
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "torch_threads_per_replica": 1, "loadavg_start": os.getloadavg()}
+    return machine_info(torch_threads_per_replica=1, loadavg_start=os.getloadavg())
 
 
 def pct(xs: list[float], q: float) -> float:

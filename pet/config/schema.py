@@ -10,7 +10,7 @@ Check a file with ``pet config check deployments/default.yaml``.
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -215,7 +215,7 @@ class EmbeddingConfig(StrictModel):
 # Router, crypto, ledger
 
 
-class RouterPolicyName(str, Enum):
+class RouterPolicyName(StrEnum):
     """Registered router policies (see pet.router)."""
 
     cascade = "cascade"
@@ -239,7 +239,7 @@ class RouterConfig(StrictModel):
     )
 
 
-class HpkeSuite(str, Enum):
+class HpkeSuite(StrEnum):
     """HPKE cipher suites offered (RFC 9180)."""
 
     x25519_sha256_aes256gcm = "x25519-hkdf-sha256-aes256gcm"

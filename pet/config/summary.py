@@ -29,7 +29,8 @@ def summarize(cfg: PetConfig) -> str:
         ("P personal", f"bundle {cfg.personal.bundle or '(none yet)'}; {cfg.personal.num_threads} thread(s)"),
         ("router", f"{cfg.router.policy.value}; P threshold {cfg.router.p_threshold}, "
                    f"E threshold {cfg.router.e_threshold}"),
-        ("crypto", f"{cfg.crypto.suite.value}; plaintext {'ALLOWED (dev)' if cfg.crypto.allow_plaintext else 'refused'}"),
+        ("crypto", f"{cfg.crypto.suite.value}; plaintext "
+                   f"{'ALLOWED (dev)' if cfg.crypto.allow_plaintext else 'refused'}"),
         ("ledger", f"{'on' if cfg.ledger.enabled else 'off'}; prices/1k tokens P {cfg.ledger.prices.p} "
                    f"E {cfg.ledger.prices.e} T {cfg.ledger.prices.t}"),
         ("serve", f"app {cfg.serve.app_name!r} at http://{cfg.serve.http.host}:{cfg.serve.http.port}"

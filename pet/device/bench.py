@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pet.machine import machine_info
 
 PROMPT_LENGTHS = (16, 128, 512)
 
@@ -234,18 +235,7 @@ def _run_variant(spec: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     """nproc, CPU model, Python and onnxruntime versions, load average."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime
-
-    return {"nproc": os.cpu_count(), "cpu": cpu, "threads": 1, "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__, "loadavg_1m": round(os.getloadavg()[0], 2)}
+    return machine_info(threads=1, onnxruntime=__import__("onnxruntime").__version__)
 
 
 def run_device_bench(bundles: list[str], compare_torch: bool = False, new_tokens: int = 64, repeats: int = 2,
@@ -286,7 +276,7 @@ def run_device_bench(bundles: list[str], compare_torch: bool = False, new_tokens
 def print_table(out: dict[str, Any]) -> None:
     """The human-readable table (wall-clock numbers, and decode speed from process CPU time)."""
     m = out["machine"]
-    print(f"machine: {m['nproc']} cores, {m['cpu']}, 1 thread, load {m['loadavg_1m']}; "
+    print(f"machine: {m['nproc']} cores, {m['cpu']}, 1 thread, load {m['load_avg_1m']}; "
           f"bandwidth {out['bandwidth_gb_s']} GB/s wall, {out.get('bandwidth_cpu_gb_s')} GB/s by CPU time")
     print(f"{'variant':<34} {'MB':>7} {'TTFT16':>7} {'TTFT128':>8} {'TTFT512':>8} {'tok/s':>7} {'cpu tok/s':>9} "
           f"{'p95 ms':>7} {'RSS MB':>7} {'read MB':>7} {'bound':>6} {'ratio':>6} {'ratio cpu':>9} {'ppl x':>6}")

