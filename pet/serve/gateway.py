@@ -125,8 +125,9 @@ async def generate_route(request: Request) -> JSONResponse:
     data = await read_json(request, gw.max_body_bytes)
     payload, reply = await open_body(gw, data)
     result = await gw.generate(payload)
-    # Metering never fails a user request (the Meter counts its own failures).
-    await gw.meter.arecord_result(result, payload.get("user") or getattr(reply, "user_id", None))
+    # Metering never fails or delays a user request: the ledger write (an fsync with synchronous=FULL, ~7 ms)
+    # runs after the response is on its way; the Meter counts its own failures.
+    gw.in_background(gw.meter.arecord_result(result, payload.get("user") or getattr(reply, "user_id", None)))
     return JSONResponse(seal_reply(reply, result))
 
 
@@ -194,11 +195,18 @@ class Gateway(TierCaller):
         from pet.ledger import Meter
 
         self.meter = Meter.from_config(cfg)
+        self._background: set[asyncio.Task] = set()
         self._status_cache: tuple[float, dict[str, Any]] = (0.0, {})
         # Through sys.modules: Serve pickles this class by value, so its own globals are a copy, while the
         # route functions above read the real module's _LIVE.
         importlib.import_module("pet.serve.gateway")._LIVE["gateway"] = self
         self.warm_up()
+
+    def in_background(self, coro: Any) -> None:
+        """Run ``coro`` without awaiting it, keeping a reference until it finishes (asyncio holds weak ones)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def crypto(self) -> Any:
         """The security module's GatewayCrypto, loaded on first use (404 when the module is absent)."""
