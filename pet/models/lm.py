@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pet.models.messages import validate_messages
 from pet.models.signals import ConfidenceSignals, Generation, Usage
 from pet.paths import set_offline
 
@@ -25,22 +26,6 @@ Prompt = str | Sequence[dict[str, str]]
 
 # ----------------------------------------------------------------------------------------------------------------
 # Prompt formatting
-
-
-def validate_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
-    """Check a chat message list; raises ValueError naming what is wrong."""
-    if not messages:
-        raise ValueError("messages is empty")
-    out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise ValueError(f"messages[{i}] must be an object with 'role' and 'content'")
-        if m["role"] not in ("system", "user", "assistant"):
-            raise ValueError(f"messages[{i}].role must be system, user or assistant")
-        if not isinstance(m["content"], str):
-            raise ValueError(f"messages[{i}].content must be a string")
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
 
 
 def render_prompt(tokenizer: Any, prompt: Prompt, raw: bool = False) -> str:

@@ -250,7 +250,7 @@ def normalize_record(item: Any, index: int = 0) -> dict[str, Any]:
     rec: dict[str, Any] = {"text": text}
     ctx = item.get("context")
     if ctx:  # the conversation before this message: chat turns, the user's own as "assistant"
-        from pet.models.lm import validate_messages
+        from pet.models.messages import validate_messages
 
         try:
             rec["context"] = validate_messages(ctx)
