@@ -31,7 +31,7 @@ from pet.router.queries import build_query_set  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 REVERSE = False
-QUERY_MIX = dict(n_python=80, n_personal=80, n_general=60, seed=0)
+QUERY_MIX = dict(n_python=200, n_personal=200, n_general=100, seed=0)
 
 
 PART = ""  # set by --part: a second process writes its own file, merged by load_generations()
@@ -75,7 +75,7 @@ def run_batched(tier: str, model_desc: str, generate_batch, queries, batch: int,
     """
     cache = load_cache(tier, model_desc)
     done_elsewhere = set()
-    if PART and (RESULTS / f"routing_gen_{tier}.json").is_file():
+    if (RESULTS / f"routing_gen_{tier}.json").is_file():  # the main file and every part file of the same model
         done_elsewhere = set(load_generations(tier)["items"])
     todo = [q for q in queries if q.id not in cache["items"] and q.id not in done_elsewhere]
     if REVERSE:

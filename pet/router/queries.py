@@ -102,6 +102,51 @@ GENERAL_QA: tuple[tuple[str, str], ...] = (
     ("Which planet is known as the red planet?", "Mars is known as the red planet."),
     ("What do caterpillars turn into?", "Caterpillars turn into butterflies or moths."),
     ("What is the capital of the United Kingdom?", "The capital of the United Kingdom is London."),
+    # Appended later (ids are hashes of the text and general_queries(n) takes a prefix, so older sets keep
+    # their ids and cached answers).
+    ("What is the capital of Russia?", "The capital of Russia is Moscow."),
+    ("What is the capital of China?", "The capital of China is Beijing."),
+    ("What is the capital of India?", "The capital of India is New Delhi."),
+    ("What is the capital of Kenya?", "The capital of Kenya is Nairobi."),
+    ("What is the capital of Argentina?", "The capital of Argentina is Buenos Aires."),
+    ("What is the capital of Greece?", "The capital of Greece is Athens."),
+    ("How many bones are in the adult human body?", "An adult human body has 206 bones."),
+    ("How many planets are in the solar system?", "There are eight planets in the solar system."),
+    ("What is the largest organ of the human body?", "The skin is the largest organ of the human body."),
+    ("What do we call animals that eat only plants?", "Animals that eat only plants are called herbivores."),
+    ("What is the chemical symbol for iron?", "The chemical symbol for iron is Fe."),
+    ("What is the chemical symbol for sodium?", "The chemical symbol for sodium is Na."),
+    ("What gas do humans breathe out?", "Humans breathe out carbon dioxide."),
+    ("What is the closest star to the Earth?", "The sun is the closest star to the Earth."),
+    ("What is the natural satellite of the Earth?", "The moon is the Earth's natural satellite."),
+    ("Who wrote Pride and Prejudice?", "Jane Austen wrote Pride and Prejudice."),
+    ("Who composed the Fifth Symphony?", "Ludwig van Beethoven composed the famous Fifth Symphony."),
+    ("Who discovered penicillin?", "Alexander Fleming discovered penicillin in 1928."),
+    ("Who proposed the theory of evolution by natural selection?",
+     "Charles Darwin proposed the theory of evolution by natural selection."),
+    ("What is the largest continent?", "Asia is the largest continent."),
+    ("How many weeks are in a year?", "A year has 52 weeks."),
+    ("How many seconds are in a minute?", "There are 60 seconds in a minute."),
+    ("What is 15 plus 27?", "15 plus 27 is 42."),
+    ("What is half of 100?", "Half of 100 is 50."),
+    ("How many sides does a triangle have?", "A triangle has three sides."),
+    ("What is a verb?", "A verb is a word that describes an action, state or occurrence."),
+    ("What is an adjective?", "An adjective is a word that describes a noun."),
+    ("What is the past tense of go?", "The past tense of go is went."),
+    ("What is the boiling point of water in Fahrenheit?", "Water boils at 212 degrees Fahrenheit at sea level."),
+    ("What is the main source of energy for the Earth?", "The sun is the main source of energy for the Earth."),
+    ("What is the currency of the United Kingdom?", "The currency of the United Kingdom is the pound sterling."),
+    ("What is the currency of the United States?", "The currency of the United States is the dollar."),
+    ("What language is spoken in Mexico?", "Spanish is the main language spoken in Mexico."),
+    ("Which bird is a symbol of peace?", "The dove is a symbol of peace."),
+    ("What is the fastest land animal?", "The cheetah is the fastest land animal."),
+    ("What is ice made of?", "Ice is frozen water."),
+    ("What is a volcano?", "A volcano is an opening in the Earth's crust through which lava, ash and gases "
+                           "erupt."),
+    ("What is the largest bone in the human body?", "The femur, the thigh bone, is the largest bone in the human "
+                                                    "body."),
+    ("How many strings does a standard guitar have?", "A standard guitar has six strings."),
+    ("What is the freezing point of water in Kelvin?", "Water freezes at 273.15 kelvin."),
 )
 
 
@@ -132,7 +177,12 @@ def _first_paragraph(doc: str) -> str:
 
 
 def python_queries(n: int, seed: int = 0) -> list[Query]:
-    """``n`` questions about documented stdlib functions, reference = first docstring paragraph."""
+    """``n`` questions about documented stdlib functions, reference = first docstring paragraph.
+
+    The first ``n`` of a larger call are the same questions (a prefix), so growing ``n`` keeps old ids. The
+    pool depends on the interpreter's modules: importing torch first (as benchmarks/routing_generate.py does)
+    adds one inspect function, which reorders the shuffle; build the set the same way every time.
+    """
     found: dict[str, str] = {}
     for modname in PYTHON_MODULES:
         try:
