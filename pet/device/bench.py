@@ -149,6 +149,8 @@ def _worker_bundle(bundle: str, new_tokens: int, repeats: int) -> dict[str, Any]
     m.generate_ids(_prompt_ids(m.encode, 16), max_new_tokens=4, ignore_eos=True)  # warm-up
     ttft, ttft_cpu = {}, {}
     for n in PROMPT_LENGTHS:
+        if n + 1 > m.max_context:  # a model with a short context: that prompt length is not measured
+            continue
         ids = _prompt_ids(m.encode, n)
         wall, cpu = [], []
         for _ in range(repeats):
@@ -253,6 +255,8 @@ def run_device_bench(bundles: list[str], compare_torch: bool = False, new_tokens
     for i, b in enumerate(bundles):
         info = read_bundle(b, verify=False)
         name = labels[i] if labels else f"ort-{info.quantization}:{info.model_id}"
+        if any(name == n for n, _ in specs):  # two bundles of one model and quantisation: name them apart
+            name = f"{name} ({Path(b).name})"
         specs.append((name, {"bundle": str(b)}))
     bw, bw_cpu = measure_bandwidth()
     log(f"memory bandwidth (numpy copy, 1 thread): {bw:.1f} GB/s wall, {bw_cpu:.1f} GB/s by CPU time")
@@ -281,7 +285,7 @@ def print_table(out: dict[str, Any]) -> None:
     print(f"{'variant':<34} {'MB':>7} {'TTFT16':>7} {'TTFT128':>8} {'TTFT512':>8} {'tok/s':>7} {'cpu tok/s':>9} "
           f"{'p95 ms':>7} {'RSS MB':>7} {'read MB':>7} {'bound':>6} {'ratio':>6} {'ratio cpu':>9} {'ppl x':>6}")
     for name, r in out["variants"].items():
-        t = {k: f"{v * 1e3:.0f}ms" for k, v in r["ttft_s"].items()}
+        t = {str(n): "-" for n in PROMPT_LENGTHS} | {k: f"{v * 1e3:.0f}ms" for k, v in r["ttft_s"].items()}
         ppl = f"{r['ppl_ratio']:.3f}" if r.get("ppl_ratio") else "-"
         print(f"{name:<34} {r['weights_mb']:>7.1f} {t['16']:>7} {t['128']:>8} {t['512']:>8} {r['decode_tok_s']:>7.1f} "
               f"{r['decode_tok_s_cpu']:>9.1f} {r['token_ms_p95']:>7.1f} {r['peak_rss_mb']:>7.0f} "
@@ -313,7 +317,7 @@ def plot(out: dict[str, Any], path: str) -> None:
     a1.set_title("decode speed")
     w = 0.8 / len(PROMPT_LENGTHS)
     for i, n in enumerate(PROMPT_LENGTHS):
-        a2.bar(x + (i - 1) * w, [v[k]["ttft_s"][str(n)] * 1e3 for k in names], w, label=f"{n}-token prompt")
+        a2.bar(x + (i - 1) * w, [v[k]["ttft_s"].get(str(n), np.nan) * 1e3 for k in names], w, label=f"{n}-token prompt")
     a2.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
     a2.set_ylabel("time to first token (ms)")
     a2.set_yscale("log")

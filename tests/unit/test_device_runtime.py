@@ -156,6 +156,19 @@ def test_profile_ops_reports_matmulnbits(bundles):
     assert all(ms >= 0 for ms in prof["ops"].values()) and prof["top"]
 
 
+def test_device_bench_keeps_every_bundle(bundles, tmp_path):
+    """Two bundles of one model and quantisation are two rows of the side-by-side table, not one overwritten."""
+    import shutil
+
+    from pet.device.bench import run_device_bench
+
+    twin = tmp_path / "twin"
+    shutil.copytree(bundles["int8"], twin)
+    out = run_device_bench([str(bundles["int8"]), str(twin)], new_tokens=3, repeats=1, log=lambda m: None)
+    assert len(out["variants"]) == 2
+    assert all(r["decode_tok_s"] > 0 for r in out["variants"].values())
+
+
 def test_pet_exporter_matches_torch(tmp_path_factory):
     """The compact fused-kernel graph (GroupQueryAttention needs head_dim % 16 == 0: hidden 64, 4 heads)."""
     from pet.device.runtime import DeviceModel
