@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pet.serve.metrics import gateway_metrics
+from pet.serve.metrics import RequestTimer, gateway_metrics
 from pet.serve.policy import TierCaller
 from pet.serve.schemas import ApiError
 
@@ -121,14 +121,17 @@ def seal_reply(reply: Any, result: dict[str, Any]) -> dict[str, Any]:
 @app.post("/v1/generate")
 async def generate_route(request: Request) -> JSONResponse:
     """POST /v1/generate: plaintext or encrypted; see :meth:`Gateway.generate`."""
-    gw = gateway_getter()
-    data = await read_json(request, gw.max_body_bytes)
-    payload, reply = await open_body(gw, data)
-    result = await gw.generate(payload)
-    # Metering never fails or delays a user request: the ledger write (an fsync with synchronous=FULL, ~7 ms)
-    # runs after the response is on its way; the Meter counts its own failures.
-    gw.in_background(gw.meter.arecord_result(result, payload.get("user") or getattr(reply, "user_id", None)))
-    return JSONResponse(seal_reply(reply, result))
+    with RequestTimer() as timer:
+        gw = gateway_getter()
+        data = await read_json(request, gw.max_body_bytes)
+        payload, reply = await open_body(gw, data)
+        result = await gw.generate(payload)
+        # Metering never fails or delays a user request: the ledger write (an fsync with synchronous=FULL,
+        # ~7 ms) runs after the response is on its way; the Meter counts its own failures.
+        gw.in_background(gw.meter.arecord_result(result, payload.get("user") or getattr(reply, "user_id", None)))
+        response = JSONResponse(seal_reply(reply, result))
+        response.headers["Server-Timing"] = timer.server_timing()
+        return response
 
 
 @app.get("/v1/experts")

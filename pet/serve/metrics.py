@@ -7,10 +7,60 @@ re-imported module (tests, Serve restarts in one worker) never double-registers.
 
 from __future__ import annotations
 
+import time
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+OWN_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+
+# The (start, end) perf_counter intervals the current request spent awaiting tier deployments (set by the route).
+_DOWNSTREAM: ContextVar[list[tuple[float, float]] | None] = ContextVar("pet_downstream", default=None)
+
+
+class RequestTimer:
+    """Splits one request's time in the gateway into its own work and the time spent awaiting deployments.
+
+    The route creates one (``with RequestTimer() as t``); :meth:`downstream` wraps every tier call, in any
+    coroutine of the same request. ``own_s`` is what the gateway itself adds over the tier calls (body, crypto,
+    validation, routing, serialisation) and goes into the ``Server-Timing`` response header.
+    """
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.spent: list[tuple[float, float]] = []
+        self._token: Any = None
+
+    def __enter__(self) -> RequestTimer:
+        self._token = _DOWNSTREAM.set(self.spent)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        _DOWNSTREAM.reset(self._token)
+
+    @staticmethod
+    def add_downstream(start: float) -> None:
+        """Record a deployment call from ``start`` (perf_counter) until now for the current request (no-op
+        outside a route)."""
+        spent = _DOWNSTREAM.get()
+        if spent is not None:
+            spent.append((start, time.perf_counter()))
+
+    def split(self) -> tuple[float, float]:
+        """(own seconds, downstream seconds) so far; concurrent calls count once (union of intervals)."""
+        down, reach = 0.0, float("-inf")
+        for a, b in sorted(self.spent):
+            if b > reach:
+                down += b - max(a, reach)
+                reach = b
+        return max(0.0, time.perf_counter() - self.t0 - down), down
+
+    def server_timing(self) -> str:
+        """The ``Server-Timing`` header value (milliseconds), after observing the own time."""
+        own, down = self.split()
+        gateway_metrics().own.observe(own)
+        return f"gateway;dur={own * 1e3:.3f}, upstream;dur={down * 1e3:.3f}"
 
 
 class GatewayMetrics:
@@ -35,6 +85,8 @@ class GatewayMetrics:
                               ["tier", "direction"], registry=r)
         self.loaded_adapters = Gauge("pet_loaded_adapters", "LoRA adapters loaded, by expert replica",
                                      ["replica"], registry=r)
+        self.own = Histogram("pet_gateway_own_seconds", "Time the gateway adds to a /v1/generate request, "
+                             "excluding the tier calls it awaits", buckets=OWN_BUCKETS, registry=r)
         self.errors = Counter("pet_client_errors", "Refused requests by HTTP status and code",
                               ["status", "code"], registry=r)
 

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from pet.serve.metrics import gateway_metrics
+from pet.serve.metrics import RequestTimer, gateway_metrics
 from pet.serve.schemas import ApiError, GenerateRequest, Tier, parse_generate
 
 log = logging.getLogger("ray.serve")
@@ -133,6 +133,8 @@ class TierCaller:
         except TimeoutError:
             resp.cancel()
             raise ApiError(504, "timeout", "the traditional model did not answer in time") from None
+        finally:
+            RequestTimer.add_downstream(t0)
         self.metrics.tier_latency.labels(tier="t").observe(time.perf_counter() - t0)
         if "error" in out:
             raise ApiError(422, "invalid_prompt", out["error"])
@@ -147,6 +149,8 @@ class TierCaller:
         except TimeoutError:
             resp.cancel()
             raise
+        finally:
+            RequestTimer.add_downstream(t0)
         self.metrics.tier_latency.labels(tier="e").observe(time.perf_counter() - t0)
         if "replica" in out:
             self.metrics.loaded_adapters.labels(replica=str(out["replica"])).set(out.get("loaded_adapters", 0))

@@ -34,6 +34,10 @@ def test_generate_t(serve_url):
     assert 0 < body["usage"]["completion_tokens"] <= 6 and body["usage"]["prompt_tokens"] > 5
     assert body["signals"]["mean_logprob"] <= 0 and 0 < body["signals"]["min_token_prob"] <= 1
     assert body["latency_ms"] > 0
+    # Server-Timing splits the gateway's own time from the T call it awaited
+    timing = dict(part.strip().split(";dur=") for part in r.headers["Server-Timing"].split(","))
+    own, upstream = float(timing["gateway"]), float(timing["upstream"])
+    assert upstream > own >= 0 and upstream <= body["latency_ms"] + 1.0
 
 
 def test_generate_e_with_messages(serve_url):
@@ -123,6 +127,9 @@ def test_metrics_count_requests_without_prompt_text(serve_url):
     text = httpx.get(f"{serve_url}/metrics", timeout=30).text
     assert 'pet_requests_total{outcome="ok",tier="t"}' in text
     assert "pet_request_latency_seconds_bucket" in text and 'pet_tokens_total{direction="out",tier="t"}' in text
+    count = next(float(line.split()[-1]) for line in text.splitlines()
+                 if line.startswith("pet_gateway_own_seconds_count"))
+    assert count >= 1
     assert marker not in text
 
 

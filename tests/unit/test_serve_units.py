@@ -205,3 +205,31 @@ def test_every_route_module_registers_and_a_broken_one_is_skipped(monkeypatch, c
     monkeypatch.setattr(routes, "route_modules", lambda: ["no_such_module"])
     assert routes.include_routes(FastAPI(), lambda: None) == []
     assert "no_such_module" in caplog.text
+
+
+def test_request_timer_splits_own_time_from_downstream_awaits():
+    """Tier-call time recorded in any coroutine of the request is subtracted; outside a request it is ignored."""
+    import asyncio
+    import time
+
+    from pet.serve.metrics import RequestTimer, gateway_metrics
+
+    async def tier_call(seconds: float) -> None:
+        t0 = time.perf_counter()
+        await asyncio.sleep(seconds)
+        RequestTimer.add_downstream(t0)
+
+    async def route() -> tuple[float, float, str]:
+        with RequestTimer() as timer:
+            await asyncio.gather(tier_call(0.05), tier_call(0.02))  # concurrent calls: counted once
+            await tier_call(0.02)
+            time.sleep(0.01)  # the gateway's own work
+            own, down = timer.split()
+            return own, down, timer.server_timing()
+
+    before = gateway_metrics().own._sum.get()
+    own, down, header = asyncio.run(route())
+    assert 0.069 <= down < 0.1 and 0.009 <= own < 0.05
+    assert header.startswith("gateway;dur=") and ", upstream;dur=" in header
+    assert gateway_metrics().own._sum.get() > before
+    RequestTimer.add_downstream(0.0)  # no request in progress: nothing recorded, no error
