@@ -62,7 +62,9 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         state = deploy(cfg, log=lambda m: print(f"demo: {m}"))
         print(f"demo: graph ready at {state['url']} in {time.monotonic() - t0:.0f} s")
-        client = GatewayClient(state["url"], user="demo-user")
+        if state.get("direct_url"):
+            print(f"demo: asking the Gateway replica directly at {state['direct_url']} (Serve direct ingress)")
+        client = GatewayClient(state.get("direct_url") or state["url"], user="demo-user")
         print(f"demo: requests are {'HPKE-encrypted' if client.encrypts() else 'plaintext (dev mode)'}")
         domains = [e["name"] for e in client.experts()["experts"]]
         queries = list(DEMO_QUERIES)

@@ -65,7 +65,7 @@ def resolve_url(url: str | None, config: str | None) -> str:
 
     state = read_state()
     if state and state.get("url") and not config:
-        return state["url"]
+        return state.get("direct_url") or state["url"]  # direct ingress skips Serve's proxy hop
     from pet.config.loader import load_config
 
     return base_url(load_config(config))
@@ -94,6 +94,8 @@ def _deploy(args: argparse.Namespace) -> int:
     except (TimeoutError, RuntimeError) as err:
         raise CLIError(str(err)) from None
     print(f"pet: serving {cfg.serve.app_name!r} at {state['url']} (ready in {time.monotonic() - t0:.0f} s)")
+    if state.get("direct_url"):
+        print(f"pet: direct ingress (no proxy hop) at {state['direct_url']}")
     if not cfg.crypto.allow_plaintext:
         print("pet: plaintext refused; clients encrypt to GET /v1/keys (`pet ask` does)")
     if args.detach or not local:
@@ -118,6 +120,12 @@ def _build(args: argparse.Namespace) -> int:
     validate_serve_config(data)
     header = (f"# Ray Serve config written by `pet build {args.file}`; deploy with `serve deploy {args.output}`\n"
               f"# (on a running cluster) or `serve run {args.output}`. The pet YAML is the source of truth.\n")
+    from pet.serve.control import serve_env
+
+    env = serve_env(cfg)
+    if env:  # Serve reads these when its processes start: the cluster's `ray start` must have them
+        header += ("# serve.http.direct_port / serve.throughput_optimized: start the cluster's Ray with\n"
+                   f"#   {' '.join(f'{k}={v}' for k, v in env.items())} ray start ...\n")
     atomic_write_text(args.output, header + yaml.safe_dump(data, sort_keys=False))
     print(args.output)
     return 0

@@ -365,6 +365,12 @@ class HttpOptions(StrictModel):
 
     host: str = Field("127.0.0.1", description="bind address (loopback by default)")
     port: int = Field(8000, ge=1, le=65535, description="TCP port")
+    direct_port: int | None = Field(
+        8100, ge=1024, le=65000,
+        description="also serve HTTP straight from each Gateway replica (Serve's direct ingress) on the first free "
+                    "port of direct_port..direct_port+63: skips the proxy actor and the request-body round trip "
+                    "(benchmarks/serve_overhead.py); None: the proxy only. Needs a Ray that pet deploy starts, or a "
+                    "cluster started with the environment `pet build` prints")
 
 
 class GatewayConfig(StrictModel):
@@ -386,6 +392,9 @@ class ServeConfig(StrictModel):
     augmenter: DeploymentOptions = Field(default_factory=DeploymentOptions,
                                          description="options of the Augmenter deployment (when installed)")
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray instance (None: all)")
+    throughput_optimized: bool = Field(
+        False, description="Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED switch for a local Ray (direct ingress, user code "
+                           "on each replica's main loop, gRPC between deployments)")
 
     @field_validator("route_prefix")
     @classmethod

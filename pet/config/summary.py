@@ -34,7 +34,9 @@ def summarize(cfg: PetConfig) -> str:
         ("ledger", f"{'on' if cfg.ledger.enabled else 'off'}; prices/1k tokens P {cfg.ledger.prices.p} "
                    f"E {cfg.ledger.prices.e} T {cfg.ledger.prices.t}"),
         ("serve", f"app {cfg.serve.app_name!r} at http://{cfg.serve.http.host}:{cfg.serve.http.port}"
-                  f"{cfg.serve.route_prefix}"),
+                  f"{cfg.serve.route_prefix}"
+                  + (f", direct ingress from port {cfg.serve.http.direct_port}" if cfg.serve.http.direct_port else "")
+                  + (", throughput-optimized Serve" if cfg.serve.throughput_optimized else "")),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

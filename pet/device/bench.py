@@ -317,7 +317,8 @@ def plot(out: dict[str, Any], path: str) -> None:
     a1.set_title("decode speed")
     w = 0.8 / len(PROMPT_LENGTHS)
     for i, n in enumerate(PROMPT_LENGTHS):
-        a2.bar(x + (i - 1) * w, [v[k]["ttft_s"].get(str(n), np.nan) * 1e3 for k in names], w, label=f"{n}-token prompt")
+        ms = [v[k]["ttft_s"].get(str(n), np.nan) * 1e3 for k in names]
+        a2.bar(x + (i - 1) * w, ms, w, label=f"{n}-token prompt")
     a2.set_xticks(x, names, rotation=25, ha="right", fontsize=8)
     a2.set_ylabel("time to first token (ms)")
     a2.set_yscale("log")

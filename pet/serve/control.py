@@ -43,6 +43,32 @@ def base_url(cfg: PetConfig) -> str:
     return f"http://{host}:{cfg.serve.http.port}{prefix}"
 
 
+DIRECT_PORT_SPAN = 64  # direct-ingress ports per deployment: one per ingress replica on a node
+
+
+def direct_url(cfg: PetConfig, port: int | None = None) -> str | None:
+    """The direct-ingress URL of the first Gateway replica (None when ``serve.http.direct_port`` is unset)."""
+    port = port or cfg.serve.http.direct_port
+    if port is None:
+        return None
+    host = "127.0.0.1" if cfg.serve.http.host in ("0.0.0.0", "::") else cfg.serve.http.host
+    return f"http://{host}:{port}{cfg.serve.route_prefix.rstrip('/')}"
+
+
+def serve_env(cfg: PetConfig) -> dict[str, str]:
+    """Environment Serve reads when its processes start: direct ingress and the throughput switch."""
+    env: dict[str, str] = {}
+    if cfg.serve.throughput_optimized:
+        env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    port = cfg.serve.http.direct_port
+    if port is not None:
+        env |= {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+                "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + DIRECT_PORT_SPAN - 1)}
+    elif cfg.serve.throughput_optimized:
+        env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "0"  # the switch turns it on; the config asked for the proxy only
+    return env
+
+
 def _quiet_env() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -55,6 +81,7 @@ def start_ray(cfg: PetConfig, address: str | None = None) -> dict[str, Any]:
     import ray
 
     if address in (None, "local"):
+        os.environ.update(serve_env(cfg))  # the local Ray's processes inherit this environment
         for attempt in range(3):  # Ray gives its raylet a fixed 30 s to start; a busy machine can miss it
             try:
                 ray.init(address="local", num_cpus=cfg.serve.ray_num_cpus, include_dashboard=False,
@@ -66,7 +93,12 @@ def start_ray(cfg: PetConfig, address: str | None = None) -> dict[str, Any]:
                     raise
         return {"address": "local"}
     ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
-    return {"address": address}
+    facts = {"address": address}
+    env = serve_env(cfg)
+    if env:
+        facts["note"] = ("on an existing cluster, serve.http.direct_port / serve.throughput_optimized apply only if "
+                         "its Ray was started with " + " ".join(f"{k}={v}" for k, v in env.items()))
+    return facts
 
 
 def spawn_detached(config_path: str, wait_s: float = 600.0, log_path: Path | None = None) -> dict[str, Any]:
@@ -105,6 +137,8 @@ def deploy(cfg: PetConfig, address: str | None = None, wait_s: float = 300.0, lo
 
     facts = start_ray(cfg, address)
     log(f"ray: connected ({facts['address']}); deploying application {cfg.serve.app_name!r} ...")
+    if facts.get("note"):
+        log(facts.pop("note"))
     serve.start(http_options={"host": cfg.serve.http.host, "port": cfg.serve.http.port},
                 logging_config=logging_config(cfg))
     t0 = time.monotonic()
@@ -115,8 +149,38 @@ def deploy(cfg: PetConfig, address: str | None = None, wait_s: float = 300.0, lo
     remote = facts["address"] != "local"  # on a cluster the app outlives this process
     state = {**facts, "url": url, "pid": os.getpid(), "detached": remote, "app": cfg.serve.app_name,
              "ready_s": round(time.monotonic() - t0, 1)}
+    direct = find_direct_url(cfg)
+    if direct:
+        state["direct_url"] = direct
+    elif cfg.serve.http.direct_port is not None:
+        log(f"direct ingress: no Gateway answers on ports {cfg.serve.http.direct_port}.."
+            f"{cfg.serve.http.direct_port + DIRECT_PORT_SPAN - 1}; clients use the proxy at {url}")
     atomic_write_json(state_file(), state)
     return state
+
+
+def find_direct_url(cfg: PetConfig, timeout_s: float = 10.0) -> str | None:
+    """The first port of the direct-ingress range where this deployment's Gateway answers ``/healthz`` (its app
+    name and proxy port identify it), or None."""
+    import httpx
+
+    if cfg.serve.http.direct_port is None:
+        return None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for port in range(cfg.serve.http.direct_port, cfg.serve.http.direct_port + DIRECT_PORT_SPAN):
+            url = direct_url(cfg, port)
+            try:
+                r = httpx.get(f"{url}/healthz", timeout=1.0, trust_env=False)
+            except httpx.HTTPError:
+                continue
+            if r.status_code != 200 or not r.headers.get("content-type", "").startswith("application/json"):
+                continue
+            info = r.json()  # another deployment on this machine may own a port of the range: match ours
+            if info.get("app") == cfg.serve.app_name and info.get("http_port") == cfg.serve.http.port:
+                return url
+        time.sleep(0.5)
+    return None
 
 
 def wait_healthy(url: str, timeout_s: float = 300.0) -> None:

@@ -70,9 +70,12 @@ async def _unexpected(request: Request, err: Exception) -> JSONResponse:
     return await _api_error(request, ApiError(500, "internal", f"internal error ({type(err).__name__})"))
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
+async def read_json(request: Request, max_bytes: int, timer: RequestTimer | None = None) -> Any:
     """The decoded JSON body; ApiError 400/413 for empty, oversized or malformed bodies."""
+    t0 = time.perf_counter()
     raw = await request.body()
+    if timer is not None:
+        timer.body_s = time.perf_counter() - t0
     if len(raw) > max_bytes:
         raise ApiError(413, "too_large", f"the body is {len(raw)} bytes; the limit is {max_bytes}")
     if not raw.strip():
@@ -123,7 +126,7 @@ async def generate_route(request: Request) -> JSONResponse:
     """POST /v1/generate: plaintext or encrypted; see :meth:`Gateway.generate`."""
     with RequestTimer() as timer:
         gw = gateway_getter()
-        data = await read_json(request, gw.max_body_bytes)
+        data = await read_json(request, gw.max_body_bytes, timer)
         payload, reply = await open_body(gw, data)
         result = await gw.generate(payload)
         # Metering never fails or delays a user request: the ledger write (an fsync with synchronous=FULL,
@@ -156,8 +159,8 @@ async def status_route() -> JSONResponse:
 async def healthz_route() -> JSONResponse:
     """GET /healthz: the gateway is up and holds its handles."""
     gw = gateway_getter()
-    return JSONResponse({"status": "ok", "app": gw.cfg.serve.app_name, "plaintext_allowed":
-                         gw.cfg.crypto.allow_plaintext, "augmenter": gw.augmenter is not None})
+    return JSONResponse({"status": "ok", "app": gw.cfg.serve.app_name, "http_port": gw.cfg.serve.http.port,
+                         "plaintext_allowed": gw.cfg.crypto.allow_plaintext, "augmenter": gw.augmenter is not None})
 
 
 @app.get("/metrics")

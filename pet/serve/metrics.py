@@ -22,14 +22,17 @@ _DOWNSTREAM: ContextVar[list[tuple[float, float]] | None] = ContextVar("pet_down
 class RequestTimer:
     """Splits one request's time in the gateway into its own work and the time spent awaiting deployments.
 
-    The route creates one (``with RequestTimer() as t``); :meth:`downstream` wraps every tier call, in any
-    coroutine of the same request. ``own_s`` is what the gateway itself adds over the tier calls (body, crypto,
-    validation, routing, serialisation) and goes into the ``Server-Timing`` response header.
+    The route creates one (``with RequestTimer() as t``); every tier call, in any coroutine of the same request,
+    reports its interval with :meth:`add_downstream`, and the route sets ``body_s`` to the time it waited for
+    the request body (behind Serve's HTTP proxy the body is fetched from the proxy actor: a round trip). The
+    rest is the gateway's own work (crypto, validation, routing, serialisation). All three go into the
+    ``Server-Timing`` response header; the own time also into ``pet_gateway_own_seconds``.
     """
 
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
         self.spent: list[tuple[float, float]] = []
+        self.body_s = 0.0
         self._token: Any = None
 
     def __enter__(self) -> RequestTimer:
@@ -54,13 +57,13 @@ class RequestTimer:
             if b > reach:
                 down += b - max(a, reach)
                 reach = b
-        return max(0.0, time.perf_counter() - self.t0 - down), down
+        return max(0.0, time.perf_counter() - self.t0 - down - self.body_s), down
 
     def server_timing(self) -> str:
         """The ``Server-Timing`` header value (milliseconds), after observing the own time."""
         own, down = self.split()
         gateway_metrics().own.observe(own)
-        return f"gateway;dur={own * 1e3:.3f}, upstream;dur={down * 1e3:.3f}"
+        return f"body;dur={self.body_s * 1e3:.3f}, gateway;dur={own * 1e3:.3f}, upstream;dur={down * 1e3:.3f}"
 
 
 class GatewayMetrics:
@@ -86,7 +89,8 @@ class GatewayMetrics:
         self.loaded_adapters = Gauge("pet_loaded_adapters", "LoRA adapters loaded, by expert replica",
                                      ["replica"], registry=r)
         self.own = Histogram("pet_gateway_own_seconds", "Time the gateway adds to a /v1/generate request, "
-                             "excluding the tier calls it awaits", buckets=OWN_BUCKETS, registry=r)
+                             "excluding the tier calls it awaits and the wait for the request body",
+                             buckets=OWN_BUCKETS, registry=r)
         self.errors = Counter("pet_client_errors", "Refused requests by HTTP status and code",
                               ["status", "code"], registry=r)
 

@@ -59,7 +59,7 @@ def make_lora_adapter(base_dir: Path, out: Path, seed: int = 0) -> Path:
     return out
 
 
-def test_config_dict(root: Path, port: int) -> dict:
+def test_config_dict(root: Path, port: int, direct_port: int | None = None) -> dict:
     """The integration-test configuration (as a YAML mapping)."""
     fast = {"health_check_period_s": 1.0, "health_check_timeout_s": 20.0, "graceful_shutdown_timeout_s": 1.0,
             "ray_actor_options": {"num_cpus": 0.1}}
@@ -71,7 +71,7 @@ def test_config_dict(root: Path, port: int) -> dict:
                    "generation": gen, "deployment": {**fast, "max_ongoing_requests": 16, "max_queued_requests": 32}},
         "crypto": {"allow_plaintext": True, "keys_dir": str(root / "keys")},
         "ledger": {"path": str(root / "ledger.sqlite")},
-        "serve": {"http": {"host": "127.0.0.1", "port": port},
+        "serve": {"http": {"host": "127.0.0.1", "port": port, "direct_port": direct_port},
                   "gateway": {"max_prompt_chars": 500, "request_timeout_s": 60.0,
                               "deployment": {**fast, "max_ongoing_requests": 64, "max_queued_requests": -1}}},
     }
@@ -87,7 +87,7 @@ def _serve_env(tmp_path_factory, real_lm_dir):
     from pet.experts.registry import ExpertRegistry
     from pet.models.embed import Embedder
     from pet.serve.app import build_app, logging_config
-    from pet.serve.control import wait_healthy
+    from pet.serve.control import find_direct_url, serve_env, wait_healthy
 
     root = tmp_path_factory.mktemp("serve")
     adapter = make_lora_adapter(real_lm_dir, root / "adapter-src")
@@ -100,8 +100,9 @@ def _serve_env(tmp_path_factory, real_lm_dir):
     with open(weights, "ab") as f:  # tamper after registration: sha256 no longer matches the manifest
         f.write(b"\0")
 
-    port = free_port()
-    cfg = parse_config(test_config_dict(root, port), "<integration test config>")
+    port, direct_port = free_port(), free_port()
+    cfg = parse_config(test_config_dict(root, port, direct_port), "<integration test config>")
+    os.environ.update(serve_env(cfg))  # direct ingress: the local Ray's processes inherit the environment
     try:
         from pet.security.keys import ensure_keys
 
@@ -122,13 +123,14 @@ def _serve_env(tmp_path_factory, real_lm_dir):
             if attempt == 2:
                 raise
             port = free_port()
-            cfg = parse_config(test_config_dict(root, port), "<integration test config>")
+            cfg = parse_config(test_config_dict(root, port, direct_port), "<integration test config>")
     t0 = time.monotonic()
     serve.run(build_app(cfg), name=cfg.serve.app_name, route_prefix="/", logging_config=logging_config(cfg))
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, 240)
     print(f"\n[serve fixture] graph ready in {time.monotonic() - t0:.1f} s at {url}")
-    yield {"url": url, "cfg": cfg, "registry": reg, "root": root}
+    direct = find_direct_url(cfg, timeout_s=60)
+    yield {"url": url, "direct_url": direct, "cfg": cfg, "registry": reg, "root": root}
     serve.shutdown()
     ray.shutdown()
 
@@ -137,6 +139,12 @@ def _serve_env(tmp_path_factory, real_lm_dir):
 def serve_url(_serve_env) -> str:
     """Base URL of the running gateway (no trailing slash)."""
     return _serve_env["url"]
+
+
+@pytest.fixture(scope="session")
+def serve_direct_url(_serve_env) -> str | None:
+    """Base URL of the gateway replica's own HTTP server (Serve's direct ingress), None if it did not start."""
+    return _serve_env["direct_url"]
 
 
 @pytest.fixture(scope="session")

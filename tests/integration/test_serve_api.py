@@ -36,8 +36,20 @@ def test_generate_t(serve_url):
     assert body["latency_ms"] > 0
     # Server-Timing splits the gateway's own time from the T call it awaited
     timing = dict(part.strip().split(";dur=") for part in r.headers["Server-Timing"].split(","))
-    own, upstream = float(timing["gateway"]), float(timing["upstream"])
-    assert upstream > own >= 0 and upstream <= body["latency_ms"] + 1.0
+    own, upstream, wait = float(timing["gateway"]), float(timing["upstream"]), float(timing["body"])
+    assert upstream > own >= 0 and wait >= 0 and upstream <= body["latency_ms"] + 1.0
+
+
+def test_direct_ingress_serves_the_same_api(serve_url, serve_direct_url):
+    """serve.http.direct_port: the Gateway replica answers HTTP itself (no proxy hop, no body round trip)."""
+    assert serve_direct_url and serve_direct_url != serve_url
+    r = post(serve_direct_url, {"prompt": "Say yes.", "tier": "t", "max_new_tokens": 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["tier"] == "t" and r.json()["usage"]["completion_tokens"] >= 1
+    assert "upstream;dur=" in r.headers["Server-Timing"]
+    bad = httpx.post(f"{serve_direct_url}/v1/generate", content=b"{not json", timeout=30,
+                     headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_json"
 
 
 def test_generate_e_with_messages(serve_url):

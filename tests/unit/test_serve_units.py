@@ -223,6 +223,9 @@ def test_request_timer_splits_own_time_from_downstream_awaits():
         with RequestTimer() as timer:
             await asyncio.gather(tier_call(0.05), tier_call(0.02))  # concurrent calls: counted once
             await tier_call(0.02)
+            t_body = time.perf_counter()
+            await asyncio.sleep(0.005)  # waiting for the request body
+            timer.body_s = time.perf_counter() - t_body
             time.sleep(0.01)  # the gateway's own work
             own, down = timer.split()
             return own, down, timer.server_timing()
@@ -230,6 +233,6 @@ def test_request_timer_splits_own_time_from_downstream_awaits():
     before = gateway_metrics().own._sum.get()
     own, down, header = asyncio.run(route())
     assert 0.069 <= down < 0.1 and 0.009 <= own < 0.05
-    assert header.startswith("gateway;dur=") and ", upstream;dur=" in header
+    assert header.startswith("body;dur=") and ", gateway;dur=" in header and ", upstream;dur=" in header
     assert gateway_metrics().own._sum.get() > before
     RequestTimer.add_downstream(0.0)  # no request in progress: nothing recorded, no error
