@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 from ray import serve
@@ -154,11 +155,14 @@ class ExpertPool:
         domain = serve.get_multiplexed_model_id() or payload.get("domain")
         if not domain:
             raise ValueError("ExpertPool.generate needs a domain (multiplexed_model_id)")
+        t0 = time.perf_counter()
         await self.get_adapter(domain)
         payload = resolve_payload(payload, self.cfg.expert.generation)
         if self.batching:
-            return await self._batched((domain, payload))
-        return (await asyncio.to_thread(self._run, domain, [payload]))[0]
+            out = await self._batched((domain, payload))
+        else:
+            out = (await asyncio.to_thread(self._run, domain, [payload]))[0]
+        return {**out, "replica_ms": round((time.perf_counter() - t0) * 1e3, 3)}  # adapter load, batch, compute
 
     def _replica_name(self) -> str:
         try:

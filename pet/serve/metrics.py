@@ -15,8 +15,6 @@ from typing import Any
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 OWN_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
-# The (start, end) perf_counter intervals the current request spent awaiting tier deployments (set by the route).
-_DOWNSTREAM: ContextVar[list[tuple[float, float]] | None] = ContextVar("pet_downstream", default=None)
 
 
 class RequestTimer:
@@ -33,22 +31,25 @@ class RequestTimer:
         self.t0 = time.perf_counter()
         self.spent: list[tuple[float, float]] = []
         self.body_s = 0.0
+        self.tier_ms: list[float] = []  # what the tier replicas report as their own time (``replica_ms``)
         self._token: Any = None
 
     def __enter__(self) -> RequestTimer:
-        self._token = _DOWNSTREAM.set(self.spent)
+        self._token = _DOWNSTREAM.set(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         _DOWNSTREAM.reset(self._token)
 
     @staticmethod
-    def add_downstream(start: float) -> None:
-        """Record a deployment call from ``start`` (perf_counter) until now for the current request (no-op
-        outside a route)."""
-        spent = _DOWNSTREAM.get()
-        if spent is not None:
-            spent.append((start, time.perf_counter()))
+    def add_downstream(start: float, answer: Any = None) -> None:
+        """Record a deployment call from ``start`` (perf_counter) until now for the current request, with the
+        ``replica_ms`` its answer reports (no-op outside a route)."""
+        timer = _DOWNSTREAM.get()
+        if timer is not None:
+            timer.spent.append((start, time.perf_counter()))
+            if isinstance(answer, dict) and isinstance(answer.get("replica_ms"), int | float):
+                timer.tier_ms.append(float(answer["replica_ms"]))
 
     def split(self) -> tuple[float, float]:
         """(own seconds, downstream seconds) so far; concurrent calls count once (union of intervals)."""
@@ -63,7 +64,14 @@ class RequestTimer:
         """The ``Server-Timing`` header value (milliseconds), after observing the own time."""
         own, down = self.split()
         gateway_metrics().own.observe(own)
-        return f"body;dur={self.body_s * 1e3:.3f}, gateway;dur={own * 1e3:.3f}, upstream;dur={down * 1e3:.3f}"
+        parts = f"body;dur={self.body_s * 1e3:.3f}, gateway;dur={own * 1e3:.3f}, upstream;dur={down * 1e3:.3f}"
+        if self.tier_ms:  # the replicas' own time inside upstream: upstream - tier = the handle hops
+            parts += f", tier;dur={sum(self.tier_ms):.3f}"
+        return parts
+
+
+# The RequestTimer of the request being handled (set by the route; tier calls report into it).
+_DOWNSTREAM: ContextVar[RequestTimer | None] = ContextVar("pet_downstream", default=None)
 
 
 class GatewayMetrics:

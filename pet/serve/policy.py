@@ -125,6 +125,7 @@ class TierCaller:
 
         t0 = time.perf_counter()
         resp = self.traditional.generate.remote(payload)
+        out = None
         try:
             out = await asyncio.wait_for(_await(resp), timeout=self.cfg.serve.gateway.request_timeout_s)
         except BackPressureError:
@@ -134,7 +135,7 @@ class TierCaller:
             resp.cancel()
             raise ApiError(504, "timeout", "the traditional model did not answer in time") from None
         finally:
-            RequestTimer.add_downstream(t0)
+            RequestTimer.add_downstream(t0, out)
         self.metrics.tier_latency.labels(tier="t").observe(time.perf_counter() - t0)
         if "error" in out:
             raise ApiError(422, "invalid_prompt", out["error"])
@@ -144,13 +145,14 @@ class TierCaller:
         """E's answer for ``domain``; raises on failure or after ``expert.timeout_s``."""
         t0 = time.perf_counter()
         resp = self.experts.options(multiplexed_model_id=domain).generate.remote({**payload, "domain": domain})
+        out = None
         try:
             out = await asyncio.wait_for(_await(resp), timeout=self.cfg.expert.timeout_s)
         except TimeoutError:
             resp.cancel()
             raise
         finally:
-            RequestTimer.add_downstream(t0)
+            RequestTimer.add_downstream(t0, out)
         self.metrics.tier_latency.labels(tier="e").observe(time.perf_counter() - t0)
         if "replica" in out:
             self.metrics.loaded_adapters.labels(replica=str(out["replica"])).set(out.get("loaded_adapters", 0))

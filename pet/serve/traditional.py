@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -58,10 +59,13 @@ class Traditional:
 
     async def generate(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Answer one payload; the result carries ``text``, ``signals``, ``usage`` (or ``error``)."""
+        t0 = time.perf_counter()
         payload = resolve_payload(payload, self.cfg.traditional.generation)
         if self.batching:
-            return await self._batched(payload)
-        return (await asyncio.to_thread(self._run, [payload]))[0]
+            out = await self._batched(payload)
+        else:
+            out = (await asyncio.to_thread(self._run, [payload]))[0]
+        return {**out, "replica_ms": round((time.perf_counter() - t0) * 1e3, 3)}  # batch wait + compute
 
     async def generate_stream(self, payload: dict[str, Any]) -> AsyncIterator[str]:
         """Yield the answer as text pieces while it is generated (unbatched)."""

@@ -38,6 +38,8 @@ def test_generate_t(serve_url):
     timing = dict(part.strip().split(";dur=") for part in r.headers["Server-Timing"].split(","))
     own, upstream, wait = float(timing["gateway"]), float(timing["upstream"]), float(timing["body"])
     assert upstream > own >= 0 and wait >= 0 and upstream <= body["latency_ms"] + 1.0
+    assert 0 < float(timing["tier"]) < upstream  # T's own time, inside the gateway's wait for it
+    assert "replica_ms" not in body
 
 
 def test_direct_ingress_serves_the_same_api(serve_url, serve_direct_url):

@@ -217,7 +217,7 @@ def test_request_timer_splits_own_time_from_downstream_awaits():
     async def tier_call(seconds: float) -> None:
         t0 = time.perf_counter()
         await asyncio.sleep(seconds)
-        RequestTimer.add_downstream(t0)
+        RequestTimer.add_downstream(t0, {"text": "...", "replica_ms": seconds * 1e3 - 1.0})
 
     async def route() -> tuple[float, float, str]:
         with RequestTimer() as timer:
@@ -234,5 +234,6 @@ def test_request_timer_splits_own_time_from_downstream_awaits():
     own, down, header = asyncio.run(route())
     assert 0.069 <= down < 0.1 and 0.009 <= own < 0.05
     assert header.startswith("body;dur=") and ", gateway;dur=" in header and ", upstream;dur=" in header
+    assert header.endswith(", tier;dur=87.000")  # the replicas' own reports: 49 + 19 + 19 ms
     assert gateway_metrics().own._sum.get() > before
     RequestTimer.add_downstream(0.0)  # no request in progress: nothing recorded, no error
