@@ -13,7 +13,9 @@ benchmarks/results/routing_calibration.jsonl) and scored on the test half:
 - curves over the whole threshold range for cascade (isotonic, logistic), pregen, random routing, plus the
   always-P / always-E / always-T points and an oracle (knows which tier is better);
 - APGR-style score: area under PGR(share) = (quality - always-P) / (always-T - always-P) over share in [0, 1];
-- the operating point fitted for a 40% budget on calibration data, measured on test data;
+- the operating point fitted for a 40% budget on calibration data (with BUDGET_CONFIDENCE, and the plain
+  calibration quantile for comparison), measured on test data with 95% bootstrap intervals;
+- how often that fitting procedure meets the goal over N_SPLITS random calibration/test re-splits;
 - router decision overhead (policy.decide only; generation and embedding excluded, embedding timed apart).
 
 Writes benchmarks/results/routing.json and routing.png, and prints a table and the machine.
@@ -34,13 +36,18 @@ sys.path.insert(0, str(ROOT))
 
 from pet.io import atomic_write_json, atomic_write_text  # noqa: E402
 from pet.machine import machine_info  # noqa: E402
-from pet.router.fit import cloud_quality, fit_router, qualities, sweep  # noqa: E402
+from pet.router.fit import cloud_quality, feature_matrix, fit_router, qualities, sweep  # noqa: E402
 from pet.router.policy import Action, RouteState, make_policy  # noqa: E402
 from pet.router.queries import Query, split  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 BUDGET = 0.4
 GOAL_QUALITY = 0.95
+# Thresholds keep the share of *new* queries leaving within the budget with this probability
+# (pet.router.fit.budget_rank); chosen before looking at any test result, not tuned.
+BUDGET_CONFIDENCE = 0.9
+N_BOOT = 2000  # bootstrap resamples of the test half for confidence intervals
+N_SPLITS = 200  # random calibration/test re-splits to measure how often the fitting procedure meets the goal
 
 
 def machine() -> dict:
@@ -82,6 +89,69 @@ def area(points: list[tuple[float, float]]) -> float:
     return float(np.trapezoid(env, xs))
 
 
+def operating_point(cloud: np.ndarray, q_device: np.ndarray, q_cloud: np.ndarray) -> tuple[float, float]:
+    """(share leaving, mean quality) when the queries marked in ``cloud`` leave the device."""
+    return float(cloud.mean()), float(np.where(cloud, q_cloud, q_device).mean())
+
+
+def bootstrap_ci(cloud: np.ndarray, q_device: np.ndarray, q_cloud: np.ndarray, q_t: np.ndarray,
+                 seed: int = 0) -> dict[str, list[float]]:
+    """95% percentile intervals of the share leaving and of the % of always-T, resampling test queries."""
+    rng = np.random.default_rng(seed)
+    n = len(cloud)
+    q_routed = np.where(cloud, q_cloud, q_device)
+    idx = rng.integers(0, n, size=(N_BOOT, n))
+    share = cloud[idx].mean(1)
+    pct = 100 * q_routed[idx].mean(1) / q_t[idx].mean(1)
+    return {"share": np.percentile(share, [2.5, 97.5]).tolist(), "pct_of_t": np.percentile(pct, [2.5, 97.5]).tolist()}
+
+
+def score_test(fitted, test: list[dict]) -> tuple[np.ndarray, np.ndarray, object]:
+    """The fitted cascade's calibrated P scores on test records, the cloud's quality there, and the qualities."""
+    qs = qualities(test)
+    s_e = fitted.e_calibrator.predict(feature_matrix(test, "e"))
+    return fitted.p_calibrator.predict(feature_matrix(test, "p")), cloud_quality(s_e, qs, fitted.e_threshold), qs
+
+
+def resplit_study(records: list[dict]) -> dict:
+    """Re-cut all labelled queries into random halves N_SPLITS times; fit the isotonic cascade on one half
+    (exact calibration quantile, and with BUDGET_CONFIDENCE) and measure it on the other half.
+
+    This measures the fitting *procedure* (how often its operating point meets the goal on unseen queries),
+    not a router to deploy; nothing is chosen from it.
+    """
+    rng = np.random.default_rng(1)
+    confidences = {"exact quantile": None, f"confidence {BUDGET_CONFIDENCE}": BUDGET_CONFIDENCE}
+    out = {name: {"share": [], "pct_of_t": []} for name in confidences}
+    min_share = []
+    for _ in range(N_SPLITS):
+        perm = rng.permutation(len(records))
+        half = len(records) // 2
+        cal, test = [records[i] for i in perm[:half]], [records[i] for i in perm[half:]]
+        for name, conf in confidences.items():
+            fitted = fit_router(cal, cloud_budget=BUDGET, calibrator="isotonic", budget_confidence=conf)
+            s_p, q_cloud, qs = score_test(fitted, test)
+            share, qual = operating_point(s_p < fitted.p_threshold, qs.q_p, q_cloud)
+            out[name]["share"].append(share)
+            out[name]["pct_of_t"].append(100 * qual / float(qs.q_t.mean()))
+        goal_q = GOAL_QUALITY * qs.q_t.mean()
+        min_share.append(min((p["cloud_share"] for p in sweep(s_p, qs.q_p, q_cloud) if p["quality"] >= goal_q),
+                             default=1.0))
+    summary = {"n_splits": N_SPLITS, "calibration_size": len(records) // 2,
+               "test_size": len(records) - len(records) // 2, "fits": {}}
+    for name, v in out.items():
+        share, pct = np.array(v["share"]), np.array(v["pct_of_t"])
+        summary["fits"][name] = {
+            "share_median": float(np.median(share)), "share_p5_p95": np.percentile(share, [5, 95]).tolist(),
+            "pct_of_t_median": float(np.median(pct)), "pct_of_t_p5_p95": np.percentile(pct, [5, 95]).tolist(),
+            "rate_share_within_budget": float((share <= BUDGET + 1e-12).mean()),
+            "rate_quality_goal": float((pct >= 100 * GOAL_QUALITY - 1e-9).mean()),
+            "rate_both": float(((share <= BUDGET + 1e-12) & (pct >= 100 * GOAL_QUALITY - 1e-9)).mean())}
+    summary["min_share_for_95pct_t_median"] = float(np.median(min_share))
+    summary["rate_95pct_t_reachable_within_budget"] = float((np.array(min_share) <= BUDGET + 1e-12).mean())
+    return summary
+
+
 def main() -> int:
     """Fit on calibration data, sweep on test data, print and write results."""
     records, models = load_records()
@@ -104,41 +174,44 @@ def main() -> int:
         single.append(1000 * (time.perf_counter() - t))
     cal_emb = np.array([emb[r["id"]] for r in cal])
 
-    fits = {kind: fit_router(cal, cloud_budget=BUDGET, calibrator=kind, embeddings=cal_emb)
-            for kind in ("isotonic", "logistic")}
+    fits = {kind: fit_router(cal, cloud_budget=BUDGET, calibrator=kind, embeddings=cal_emb,
+                             budget_confidence=BUDGET_CONFIDENCE) for kind in ("isotonic", "logistic")}
+    exact = {kind: fit_router(cal, cloud_budget=BUDGET, calibrator=kind, embeddings=cal_emb)
+             for kind in ("isotonic", "logistic")}  # the plain calibration quantile, for comparison
     fits["isotonic"].save(RESULTS / "router.yaml")
 
-    qs = qualities(test)
     fitted = fits["isotonic"]
-    s_e = fitted.e_calibrator.predict(np.array([[r["e"]["signals"][k] for k in
-                                                 ("mean_logprob", "min_token_prob", "mean_entropy")] for r in test]))
-    q_cloud = cloud_quality(s_e, qs, fitted.e_threshold)
+    _, q_cloud, qs = score_test(fitted, test)
     q_p, q_t = float(qs.q_p.mean()), float(qs.q_t.mean())
     fixed = {"always-P": (0.0, q_p), "always-E": (1.0, float(qs.q_e.mean())), "always-T": (1.0, q_t),
              "cloud (E judged -> T)": (1.0, float(q_cloud.mean())),
              "oracle": (float((qs.q_p < q_cloud).mean()), float(np.maximum(qs.q_p, q_cloud).mean()))}
 
-    scores = {}
+    scores = {}  # router -> (test scores, fitted threshold, exact-quantile threshold)
     for kind, f in fits.items():
         pol = make_policy("cascade", f)
-        scores[f"cascade-{kind}"] = (np.array([pol.p_score(r["p"]["signals"]) for r in test]), f.p_threshold)
+        scores[f"cascade-{kind}"] = (np.array([pol.p_score(r["p"]["signals"]) for r in test]), f.p_threshold,
+                                     exact[kind].p_threshold)
     pre = make_policy("pregen", fits["logistic"])
-    scores["pregen"] = (np.array([pre.fitted.pregen(emb[r["id"]]) for r in test]), fits["logistic"].pregen_threshold)
+    scores["pregen"] = (np.array([pre.fitted.pregen(emb[r["id"]]) for r in test]), fits["logistic"].pregen_threshold,
+                        exact["logistic"].pregen_threshold)
     rng = np.random.default_rng(0)
-    scores["random"] = (rng.random(len(test)), BUDGET)  # escalates a random 40% at its "fitted" point
+    scores["random"] = (rng.random(len(test)), BUDGET, BUDGET)  # escalates a random 40% at its "fitted" point
 
     curves, rows = {}, []
     gap = q_t - q_p
-    for name, (s, thr) in scores.items():
+    for name, (s, thr, thr_exact) in scores.items():
         pts = sweep(s, qs.q_p, q_cloud)
         curves[name] = [(p["cloud_share"], p["quality"]) for p in pts]
         apgr = (area(curves[name]) - q_p) / gap if abs(gap) > 1e-9 else float("nan")
-        cloud = s < thr
-        share, qual = float(cloud.mean()), float(np.where(cloud, q_cloud, qs.q_p).mean())
+        share, qual = operating_point(s < thr, qs.q_p, q_cloud)
+        share_x, qual_x = operating_point(s < thr_exact, qs.q_p, q_cloud)
         goal_pts = [p for p in pts if p["quality"] >= GOAL_QUALITY * q_t]
         min_share = min((p["cloud_share"] for p in goal_pts), default=None)
         rows.append({"router": name, "apgr": apgr, "fitted_cloud_share": share, "fitted_quality": qual,
                      "fitted_pct_of_t": 100 * qual / q_t if q_t else None,
+                     "fitted_ci95": bootstrap_ci(s < thr, qs.q_p, q_cloud, qs.q_t),
+                     "exact_quantile_cloud_share": share_x, "exact_quantile_pct_of_t": 100 * qual_x / q_t,
                      "min_share_for_95pct_t_on_test": min_share})
 
     # Decision overhead: the policy's decide() alone, on the test signals / embeddings (no generation).
@@ -168,8 +241,12 @@ def main() -> int:
                           "t": float(qs.q_t[m].mean()), "p_good_enough_rate": float(qs.good_p[m].mean()),
                           "with_expert": int(qs.has_e[m].sum())}
 
+    print(f"re-splitting {len(records)} queries {N_SPLITS} times ...", flush=True)
     out = {"machine": machine(), "models": models, "n_calibration": len(cal), "n_test": len(test),
-           "budget": BUDGET, "goal": f">= {GOAL_QUALITY:.0%} of always-T quality with <= {BUDGET:.0%} leaving",
+           "budget": BUDGET, "budget_confidence": BUDGET_CONFIDENCE,
+           "goal": f">= {GOAL_QUALITY:.0%} of always-T quality with <= {BUDGET:.0%} leaving",
+           "resplits": resplit_study(records),
+           "always_p_pct_of_t_ci95": bootstrap_ci(np.zeros(len(test), bool), qs.q_p, q_cloud, qs.q_t)["pct_of_t"],
            "fixed_points": fixed, "routers": rows, "per_kind": per_kind, "overhead": overhead,
            "thresholds": {k: {"p": f.p_threshold, "e": f.e_threshold, "pregen": f.pregen_threshold}
                           for k, f in fits.items()},
@@ -191,11 +268,28 @@ def report(out: dict) -> None:
     print(f"\n{'fixed point':<24} {'cloud share':>11} {'quality':>8}")
     for name, (share, q) in out["fixed_points"].items():
         print(f"{name:<24} {share:>11.2f} {q:>8.3f}")
-    print(f"\n{'router':<18} {'APGR':>6} {'share@fit':>9} {'quality@fit':>11} {'% of T':>7} {'min share 95% T':>16}")
+    lo, hi = out["always_p_pct_of_t_ci95"]
+    t = out["fixed_points"]["always-T"][1]
+    print(f"always-P is {100 * out['fixed_points']['always-P'][1] / t:.1f}% of always-T (95% CI {lo:.1f}-{hi:.1f}%)")
+    print(f"\nthresholds fitted for a {out['budget']:.0%} budget at confidence {out['budget_confidence']} "
+          "(exact calibration quantile in brackets); 95% bootstrap intervals over test queries")
+    print(f"{'router':<18} {'APGR':>6} {'share@fit':>20} {'% of T':>22} {'exact q.':>14} {'min share 95% T':>16}")
     for r in out["routers"]:
         ms = "-" if r["min_share_for_95pct_t_on_test"] is None else f"{r['min_share_for_95pct_t_on_test']:.2f}"
-        print(f"{r['router']:<18} {r['apgr']:>6.3f} {r['fitted_cloud_share']:>9.2f} {r['fitted_quality']:>11.3f} "
-              f"{r['fitted_pct_of_t']:>6.1f}% {ms:>16}")
+        ci = r["fitted_ci95"]
+        print(f"{r['router']:<18} {r['apgr']:>6.3f} {r['fitted_cloud_share']:>6.2f} [{ci['share'][0]:.2f}, "
+              f"{ci['share'][1]:.2f}] {r['fitted_pct_of_t']:>7.1f}% "
+              f"[{ci['pct_of_t'][0]:.1f}, {ci['pct_of_t'][1]:.1f}] "
+              f"({r['exact_quantile_cloud_share']:.2f}, {r['exact_quantile_pct_of_t']:.1f}%) {ms:>16}")
+    rs = out["resplits"]
+    print(f"\nisotonic cascade over {rs['n_splits']} random {rs['calibration_size']}/{rs['test_size']} re-splits "
+          f"(median min share for 95% of T on the test half {rs['min_share_for_95pct_t_median']:.2f}; reachable "
+          f"within the budget in {rs['rate_95pct_t_reachable_within_budget']:.0%}):")
+    for name, v in rs["fits"].items():
+        print(f"  {name:<16} share median {v['share_median']:.2f} (5-95% {v['share_p5_p95'][0]:.2f}-"
+              f"{v['share_p5_p95'][1]:.2f}), % of T median {v['pct_of_t_median']:.1f}; within budget "
+              f"{v['rate_share_within_budget']:.0%}, >= 95% of T {v['rate_quality_goal']:.0%}, "
+              f"both {v['rate_both']:.0%}")
     print(f"\n{'kind':<10} {'n':>4} {'P':>6} {'E':>6} {'T':>6} {'P good':>7} {'w/ expert':>9}")
     for k, v in out["per_kind"].items():
         print(f"{k:<10} {v['n']:>4} {v['p']:>6.3f} {v['e']:>6.3f} {v['t']:>6.3f} {v['p_good_enough_rate']:>7.2f} "

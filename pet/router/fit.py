@@ -16,14 +16,17 @@ How "good enough" is labelled (``label`` argument):
   quality is 1); good enough when that is at least ``tau``.
 
 Thresholds: with ``cloud_budget`` the P threshold is the largest one whose share of calibration queries
-leaving the device stays within the budget; with ``target_quality`` (a fraction of always-T quality) it is
-the smallest share that reaches the target. The E threshold maximises the cloud's quality on calibration
-queries that had a domain (ties go to the lower threshold: fewer calls to T).
+leaving the device stays within the budget (with ``budget_confidence``, a lower one that keeps the share of
+*new* queries within the budget with that probability: :func:`budget_rank`); with ``target_quality`` (a
+fraction of always-T quality) it is the smallest share that reaches the target. The E threshold maximises
+the cloud's quality on calibration queries that had a domain (ties go to the lower threshold: fewer calls
+to T).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,13 +121,51 @@ def cloud_quality(scores_e: np.ndarray, qs: Qualities, e_threshold: float) -> np
     return np.where(keep_e, qs.q_e, qs.q_t)
 
 
-def threshold_for_budget(scores: np.ndarray, budget: float) -> float:
-    """Largest threshold t with mean(scores < t) <= budget (queries below t leave the device)."""
+def binomial_sf(k: int, n: int, p: float) -> float:
+    """P(Binomial(n, p) >= k), summed in log space (numpy only; exact for the n of a calibration set)."""
+    if k <= 0:
+        return 1.0
+    if k > n or p <= 0:
+        return 0.0
+    if p >= 1:
+        return 1.0
+    j = np.arange(k, n + 1)
+    lg = np.vectorize(math.lgamma)
+    logpmf = lg(n + 1) - lg(j + 1) - lg(n - j + 1) + j * math.log(p) + (n - j) * math.log1p(-p)
+    return float(min(1.0, np.exp(logpmf).sum()))
+
+
+def budget_rank(n: int, budget: float, confidence: float | None = None) -> int:
+    """How many of ``n`` calibration queries may leave the device for a cloud ``budget``.
+
+    ``confidence=None``: floor(budget * n), the exact calibration quantile; the share on new queries then
+    exceeds the budget about half the time. With a ``confidence`` c in (0, 1): the largest k such that, with
+    the threshold at the (k+1)-th smallest calibration score, the share of *new* queries leaving stays within
+    the budget with probability >= c. For continuous scores that share is F(s_(k+1)) ~ Beta(k+1, n-k)
+    (an order statistic of uniforms, whatever the score distribution), and P(Beta(k+1, n-k) <= B) =
+    P(Binomial(n, B) >= k+1) -- a distribution-free bound. Never more than floor(budget * n).
+    """
+    k = int(np.floor(budget * n + 1e-9))
+    if confidence is None or k >= n:
+        return k
+    if not 0 < confidence < 1:
+        raise ValueError("budget confidence must be in (0, 1)")
+    while k > 0 and binomial_sf(k + 1, n, budget) < confidence:
+        k -= 1
+    return k
+
+
+def threshold_for_budget(scores: np.ndarray, budget: float, confidence: float | None = None) -> float:
+    """Largest threshold t with mean(scores < t) <= budget (queries below t leave the device).
+
+    With ``confidence``, the rank comes from :func:`budget_rank`: the share of new queries leaving stays
+    within the budget with that probability, rather than just on the calibration set.
+    """
     if not 0 <= budget <= 1:
         raise ValueError("cloud budget must be in [0, 1]")
     s = np.sort(np.asarray(scores, dtype=np.float64))
     n = len(s)
-    k = int(np.floor(budget * n + 1e-9))  # at most k queries may leave
+    k = budget_rank(n, budget, confidence)  # at most k queries may leave
     if k >= n:
         return 1.0 + 1e-9 if s[-1] >= 1.0 else float(np.nextafter(s[-1], np.inf))
     # Every score strictly below s[k] leaves; ties at s[k] stay, so the share is <= k/n. The 1e-9 margin keeps
@@ -177,8 +218,13 @@ def _fit_tier(kind: str, x: np.ndarray, y: np.ndarray):
 def fit_router(records: Sequence[dict[str, Any]], cloud_budget: float | None = 0.3,
                target_quality: float | None = None, calibrator: str = "isotonic", label: str = "reference",
                margin: float = 0.05, tau: float = 0.5, embeddings: np.ndarray | None = None,
-               policy: str = "cascade", pregen_l2: float = 1.0) -> RouterFile:
-    """Fit calibrators, the pregen scorer (when ``embeddings`` are given) and thresholds."""
+               policy: str = "cascade", pregen_l2: float = 1.0,
+               budget_confidence: float | None = None) -> RouterFile:
+    """Fit calibrators, the pregen scorer (when ``embeddings`` are given) and thresholds.
+
+    ``budget_confidence`` (with ``cloud_budget``): pick the P and pregen thresholds so that new queries stay
+    within the budget with this probability (:func:`budget_rank`), not just the calibration queries.
+    """
     if (cloud_budget is None) == (target_quality is None):
         raise ValueError("give exactly one of cloud_budget or target_quality")
     qs = qualities(records, label, margin, tau)
@@ -193,7 +239,7 @@ def fit_router(records: Sequence[dict[str, Any]], cloud_budget: float | None = 0
 
     def pick(scores: np.ndarray) -> float:
         if cloud_budget is not None:
-            return threshold_for_budget(scores, cloud_budget)
+            return threshold_for_budget(scores, cloud_budget, budget_confidence)
         return threshold_for_quality(scores, qs.q_p, q_cloud, target_abs)
 
     p_thr = pick(s_p)
@@ -213,7 +259,7 @@ def fit_router(records: Sequence[dict[str, Any]], cloud_budget: float | None = 0
 
     info = {
         "records": len(records), "label": label, "margin": margin, "tau": tau, "calibrator": calibrator,
-        "cloud_budget": cloud_budget, "target_quality": target_quality,
+        "cloud_budget": cloud_budget, "budget_confidence": budget_confidence, "target_quality": target_quality,
         "good_p_rate": float(qs.good_p.mean()), "good_e_rate": float(qs.good_e[qs.has_e].mean()) if qs.has_e.any()
         else None, "records_with_expert": int(qs.has_e.sum()),
         "quality_always": {"p": float(qs.q_p.mean()), "e": float(qs.q_e.mean()), "t": float(qs.q_t.mean())},

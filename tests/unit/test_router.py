@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 from pet.config.schema import PetConfig, RouterPolicyName
 from pet.router.calibrate import CALIBRATORS, IsotonicCalibrator, LogisticCalibrator, calibrator_from_dict, pava
 from pet.router.cloud import CloudRouter
-from pet.router.fit import fit_router, qualities, sweep, threshold_for_budget, threshold_for_quality
+from pet.router.fit import (
+    binomial_sf,
+    budget_rank,
+    fit_router,
+    qualities,
+    sweep,
+    threshold_for_budget,
+    threshold_for_quality,
+)
 from pet.router.metrics import lcs_length, rouge_l
 from pet.router.policy import POLICIES, Action, RouterFile, RouteState, make_policy, policy_from_config
 
@@ -148,6 +156,48 @@ def test_threshold_for_budget_with_ties():
     t = threshold_for_budget(scores, 0.5)
     assert np.mean(scores < t) <= 0.5
     assert threshold_for_budget(scores, 1.0) > 0.9
+
+
+def test_binomial_sf_matches_exact_sum():
+    from math import comb
+
+    for n, k, p in ((10, 3, 0.4), (250, 90, 0.4), (60, 0, 0.2), (60, 61, 0.2), (30, 12, 0.5)):
+        exact = sum(comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(max(k, 0), n + 1))
+        assert binomial_sf(k, n, p) == pytest.approx(exact, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [10, 107, 250])
+def test_budget_rank_is_conservative_and_monotone(n):
+    assert budget_rank(n, 0.4) == int(np.floor(0.4 * n))
+    ranks = [budget_rank(n, 0.4, c) for c in (0.5, 0.8, 0.9, 0.95)]
+    assert ranks == sorted(ranks, reverse=True) and ranks[0] <= budget_rank(n, 0.4)
+    assert budget_rank(n, 1.0, 0.9) == n and budget_rank(n, 0.0, 0.9) == 0
+    with pytest.raises(ValueError):
+        budget_rank(n, 0.4, 1.0)
+
+
+def test_budget_confidence_keeps_new_queries_within_budget():
+    """Fit on 100 uniform scores, measure the share of *new* uniform scores below the threshold (= threshold):
+    the exact quantile exceeds a 40% budget about half the time, the 0.9-confidence threshold about 10%."""
+    rng = np.random.default_rng(0)
+    over = {None: 0, 0.9: 0}
+    trials = 2000
+    for _ in range(trials):
+        s = rng.random(100)
+        for c in over:
+            over[c] += threshold_for_budget(s, 0.4, c) > 0.4
+    assert 0.35 < over[None] / trials < 0.65
+    assert 0.05 < over[0.9] / trials <= 0.12
+
+
+def test_fit_router_with_budget_confidence():
+    recs = synthetic_records(seed=1)
+    plain = fit_router(recs, cloud_budget=0.4)
+    safe = fit_router(recs, cloud_budget=0.4, budget_confidence=0.9)
+    share = {k: f.info["cascade_on_calibration"]["cloud_share"] for k, f in (("plain", plain), ("safe", safe))}
+    k = budget_rank(len(recs), 0.4, 0.9)
+    assert k / len(recs) - 0.02 <= share["safe"] <= k / len(recs) < share["plain"] <= 0.4
+    assert safe.info["budget_confidence"] == 0.9 and plain.info["budget_confidence"] is None
 
 
 def test_target_quality_mode_reaches_target_with_fewer_escalations():
