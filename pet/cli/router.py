@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="largest share of queries that may leave the device (default 0.3)")
     goal.add_argument("--target-quality", type=float, default=None,
                       help="fraction of always-T quality to reach with the fewest queries leaving the device")
+    c.add_argument("--budget-confidence", type=float, default=None,
+                   help="with --cloud-budget: pick the threshold so that new queries stay within the budget with "
+                        "this probability (exact binomial bound, e.g. 0.9); default: the calibration quantile")
     c.add_argument("--out", required=True, help="router YAML to write (atomically)")
     c.add_argument("--calibrator", default="isotonic", help="isotonic | logistic | geomean")
     c.add_argument("--label", default="reference", choices=["reference", "agreement"],
@@ -53,6 +56,11 @@ def _calibrate(args: argparse.Namespace) -> int:
     for name, v in (("--cloud-budget", budget), ("--target-quality", args.target_quality)):
         if v is not None and not 0 <= v <= 1:
             raise CLIError(f"{name} must be in [0, 1], got {v}")
+    if args.budget_confidence is not None:
+        if budget is None:
+            raise CLIError("--budget-confidence applies to --cloud-budget, not --target-quality")
+        if not 0 < args.budget_confidence < 1:
+            raise CLIError(f"--budget-confidence must be in (0, 1), got {args.budget_confidence}")
     if args.policy == "pregen" and args.no_pregen:
         raise CLIError("--policy pregen needs the pregen model; drop --no-pregen")
     try:
@@ -71,7 +79,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     try:
         fitted = fit_router(records, cloud_budget=budget, target_quality=args.target_quality,
                             calibrator=args.calibrator, label=args.label, margin=args.margin, tau=args.tau,
-                            embeddings=embeddings, policy=args.policy)
+                            embeddings=embeddings, policy=args.policy, budget_confidence=args.budget_confidence)
     except ValueError as err:
         raise CLIError(str(err)) from None
     out = fitted.save(args.out)

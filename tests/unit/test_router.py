@@ -302,5 +302,14 @@ def test_cli_calibrate(tmp_path, capsys):
     assert "bad.jsonl:1: needs 'p'" in capsys.readouterr().err
     assert not out2.exists()
     assert main(["router", "calibrate", "--data", str(data), "--cloud-budget", "1.5", "--out", str(out2)]) == 2
+    assert main(["router", "calibrate", "--data", str(data), "--cloud-budget", "0.3", "--budget-confidence", "1",
+                 "--out", str(out2)]) == 2
+    assert not out2.exists()
+    # --budget-confidence: a more conservative threshold (never more queries leaving than the plain quantile)
+    out3 = tmp_path / "r3.yaml"
+    assert main(["router", "calibrate", "--data", str(data), "--cloud-budget", "0.3", "--budget-confidence", "0.9",
+                 "--out", str(out3)]) == 0
+    assert (RouterFile.load(out3).info["cascade_on_calibration"]["cloud_share"]
+            <= fitted.info["cascade_on_calibration"]["cloud_share"])
     assert main(["router", "calibrate", "--data", str(tmp_path / "none.jsonl"), "--out", str(out2)]) == 2
     assert not out2.exists()
