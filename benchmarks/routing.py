@@ -42,6 +42,7 @@ from pet.router.queries import Query, split  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 BUDGET = 0.4
+SUFFIX = ""  # output-name suffix of a P variant (--p-cache)
 GOAL_QUALITY = 0.95
 # Thresholds keep the share of *new* queries leaving within the budget with this probability
 # (pet.router.fit.budget_rank); chosen before looking at any test result, not tuned.
@@ -55,12 +56,12 @@ def machine() -> dict:
     return machine_info(threads=1)
 
 
-def load_records() -> tuple[list[dict], dict]:
-    """Join the query set with the cached generations of every tier."""
+def load_records(p_cache: str = "p") -> tuple[list[dict], dict]:
+    """Join the query set with the cached generations of every tier (P from ``routing_gen_<p_cache>.json``)."""
     queries = [Query(**q) for q in json.loads((RESULTS / "routing_queries.json").read_text())]
     from benchmarks.routing_generate import load_generations
 
-    gens = {t: load_generations(t) for t in ("p", "e", "t")}
+    gens = {t: load_generations(p_cache if t == "p" else t) for t in ("p", "e", "t")}
     domains = json.loads((RESULTS / "routing_domains.json").read_text())
     records = []
     for q in queries:
@@ -154,11 +155,19 @@ def resplit_study(records: list[dict]) -> dict:
 
 def main() -> int:
     """Fit on calibration data, sweep on test data, print and write results."""
-    records, models = load_records()
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--p-cache", default="p", help="P's generation cache: routing_gen_<NAME>.json (default p: the "
+                    "int8 bundle of T's model; p-student: the distilled student, see routing_generate.py --p-cache)")
+    args = ap.parse_args()
+    global SUFFIX
+    SUFFIX = "" if args.p_cache == "p" else "_" + args.p_cache.removeprefix("p-")
+    records, models = load_records(args.p_cache)
     by_id = {r["id"]: r for r in records}
     cal_q, test_q = split([Query(r["id"], r["kind"], r["query"], r["reference"]) for r in records])
     cal, test = [by_id[q.id] for q in cal_q], [by_id[q.id] for q in test_q]
-    atomic_write_text(RESULTS / "routing_calibration.jsonl", "".join(json.dumps(r) + "\n" for r in cal))
+    atomic_write_text(RESULTS / f"routing_calibration{SUFFIX}.jsonl", "".join(json.dumps(r) + "\n" for r in cal))
     print(f"{len(records)} queries with all tiers cached: {len(cal)} calibration, {len(test)} test", flush=True)
 
     from pet.models.embed import Embedder
@@ -178,7 +187,7 @@ def main() -> int:
                              budget_confidence=BUDGET_CONFIDENCE) for kind in ("isotonic", "logistic")}
     exact = {kind: fit_router(cal, cloud_budget=BUDGET, calibrator=kind, embeddings=cal_emb)
              for kind in ("isotonic", "logistic")}  # the plain calibration quantile, for comparison
-    fits["isotonic"].save(RESULTS / "router.yaml")
+    fits["isotonic"].save(RESULTS / f"router{SUFFIX}.yaml")
 
     fitted = fits["isotonic"]
     _, q_cloud, qs = score_test(fitted, test)
@@ -251,7 +260,7 @@ def main() -> int:
            "thresholds": {k: {"p": f.p_threshold, "e": f.e_threshold, "pregen": f.pregen_threshold}
                           for k, f in fits.items()},
            "calibration_info": {k: f.info for k, f in fits.items()}, "curves": curves}
-    atomic_write_json(RESULTS / "routing.json", out)
+    atomic_write_json(RESULTS / f"routing{SUFFIX}.json", out)
     report(out)
     plot(out)
     return 0
@@ -323,8 +332,8 @@ def plot(out: dict) -> None:
     ax.set_title(f"routing on {out['n_test']} held-out queries")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(RESULTS / "routing.png", dpi=120)
-    print(f"\nwrote {RESULTS / 'routing.json'} and {RESULTS / 'routing.png'}")
+    fig.savefig(RESULTS / f"routing{SUFFIX}.png", dpi=120)
+    print(f"\nwrote {RESULTS / f'routing{SUFFIX}.json'} and {RESULTS / f'routing{SUFFIX}.png'}")
 
 
 if __name__ == "__main__":

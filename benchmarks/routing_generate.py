@@ -122,6 +122,8 @@ def main() -> int:
     """Generate and cache P, T and E answers."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--p", default="auto", help="auto | bundle:DIR | truncated:K (default: a bundle if any)")
+    ap.add_argument("--p-cache", default="p", help="cache name of P's answers (routing_gen_<NAME>.json): another "
+                    "name keeps a second P (e.g. p-student with --p bundle:models/bundles/p10-int8) beside the first")
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--tiers", default="t,p,e", help="which tiers to generate, in order")
@@ -161,12 +163,12 @@ def main() -> int:
 
                 dm = DeviceModel.load(spec.split(":", 1)[1], num_threads=1)
                 desc = f"device bundle {Path(spec.split(':', 1)[1]).name} (onnxruntime) mnt={mnt}"
-                run_batched("p", desc, lambda ps, dm=dm: [dm.generate(p, max_new_tokens=mnt) for p in ps],
+                run_batched(args.p_cache, desc, lambda ps, dm=dm: [dm.generate(p, max_new_tokens=mnt) for p in ps],
                             queries, args.batch)
             else:
                 k = int(spec.split(":", 1)[1])
                 lm = truncated_smollm2(k)
-                run_batched("p", f"smollm2-135m-instruct truncated to {k} of 30 layers (torch) mnt={mnt}",
+                run_batched(args.p_cache, f"smollm2-135m-instruct truncated to {k} of 30 layers (torch) mnt={mnt}",
                             lambda ps, lm=lm: lm.generate_batch(ps, max_new_tokens=mnt), queries, args.batch)
                 del lm
         elif tier == "e":
