@@ -120,12 +120,12 @@ def _build(args: argparse.Namespace) -> int:
     validate_serve_config(data)
     header = (f"# Ray Serve config written by `pet build {args.file}`; deploy with `serve deploy {args.output}`\n"
               f"# (on a running cluster) or `serve run {args.output}`. The pet YAML is the source of truth.\n")
-    from pet.serve.control import serve_env
+    from pet.serve.control import env_assignments, serve_env
 
     env = serve_env(cfg)
     if env:  # Serve reads these when its processes start: the cluster's `ray start` must have them
         header += ("# serve.http.direct_port / serve.throughput_optimized: start the cluster's Ray with\n"
-                   f"#   {' '.join(f'{k}={v}' for k, v in env.items())} ray start ...\n")
+                   f"#   {env_assignments(env)} ray start ...\n")
     atomic_write_text(args.output, header + yaml.safe_dump(data, sort_keys=False))
     print(args.output)
     return 0

@@ -36,23 +36,20 @@ def read_state() -> dict[str, Any] | None:
         return None
 
 
-def base_url(cfg: PetConfig) -> str:
-    """The HTTP address of the gateway for a config."""
+def _url(cfg: PetConfig, port: int) -> str:
+    """``http://host:port/prefix`` for a config (a wildcard bind address is reached on loopback)."""
     host = "127.0.0.1" if cfg.serve.http.host in ("0.0.0.0", "::") else cfg.serve.http.host
-    prefix = cfg.serve.route_prefix.rstrip("/")
-    return f"http://{host}:{cfg.serve.http.port}{prefix}"
+    return f"http://{host}:{port}{cfg.serve.route_prefix.rstrip('/')}"
+
+
+def base_url(cfg: PetConfig) -> str:
+    """The HTTP address of the gateway (through Serve's proxy) for a config."""
+    return _url(cfg, cfg.serve.http.port)
 
 
 DIRECT_PORT_SPAN = 64  # direct-ingress ports per deployment: one per ingress replica on a node
 
 
-def direct_url(cfg: PetConfig, port: int | None = None) -> str | None:
-    """The direct-ingress URL of the first Gateway replica (None when ``serve.http.direct_port`` is unset)."""
-    port = port or cfg.serve.http.direct_port
-    if port is None:
-        return None
-    host = "127.0.0.1" if cfg.serve.http.host in ("0.0.0.0", "::") else cfg.serve.http.host
-    return f"http://{host}:{port}{cfg.serve.route_prefix.rstrip('/')}"
 
 
 def serve_env(cfg: PetConfig) -> dict[str, str]:
@@ -67,6 +64,11 @@ def serve_env(cfg: PetConfig) -> dict[str, str]:
     elif cfg.serve.throughput_optimized:
         env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "0"  # the switch turns it on; the config asked for the proxy only
     return env
+
+
+def env_assignments(env: dict[str, str]) -> str:
+    """``K=V K=V``: the prefix a shell command (``ray start``) needs for ``env``."""
+    return " ".join(f"{k}={v}" for k, v in env.items())
 
 
 def _quiet_env() -> None:
@@ -97,7 +99,7 @@ def start_ray(cfg: PetConfig, address: str | None = None) -> dict[str, Any]:
     env = serve_env(cfg)
     if env:
         facts["note"] = ("on an existing cluster, serve.http.direct_port / serve.throughput_optimized apply only if "
-                         "its Ray was started with " + " ".join(f"{k}={v}" for k, v in env.items()))
+                         "its Ray was started with " + env_assignments(env))
     return facts
 
 
@@ -169,7 +171,7 @@ def find_direct_url(cfg: PetConfig, timeout_s: float = 10.0) -> str | None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for port in range(cfg.serve.http.direct_port, cfg.serve.http.direct_port + DIRECT_PORT_SPAN):
-            url = direct_url(cfg, port)
+            url = _url(cfg, port)
             try:
                 r = httpx.get(f"{url}/healthz", timeout=1.0, trust_env=False)
             except httpx.HTTPError:

@@ -16,7 +16,6 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 OWN_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
 
-
 class RequestTimer:
     """Splits one request's time in the gateway into its own work and the time spent awaiting deployments.
 
@@ -35,17 +34,17 @@ class RequestTimer:
         self._token: Any = None
 
     def __enter__(self) -> RequestTimer:
-        self._token = _DOWNSTREAM.set(self)
+        self._token = _CURRENT_TIMER.set(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        _DOWNSTREAM.reset(self._token)
+        _CURRENT_TIMER.reset(self._token)
 
     @staticmethod
     def add_downstream(start: float, answer: Any = None) -> None:
         """Record a deployment call from ``start`` (perf_counter) until now for the current request, with the
         ``replica_ms`` its answer reports (no-op outside a route)."""
-        timer = _DOWNSTREAM.get()
+        timer = _CURRENT_TIMER.get()
         if timer is not None:
             timer.spent.append((start, time.perf_counter()))
             if isinstance(answer, dict) and isinstance(answer.get("replica_ms"), int | float):
@@ -71,7 +70,7 @@ class RequestTimer:
 
 
 # The RequestTimer of the request being handled (set by the route; tier calls report into it).
-_DOWNSTREAM: ContextVar[RequestTimer | None] = ContextVar("pet_downstream", default=None)
+_CURRENT_TIMER: ContextVar[RequestTimer | None] = ContextVar("pet_downstream", default=None)
 
 
 class GatewayMetrics:

@@ -40,6 +40,9 @@ def test_pet_build_output_passes_serve_schema(tmp_path, serve_config):
     src.write_text(yaml.safe_dump(serve_config.model_dump(mode="json")))
     out = tmp_path / "serve_config.yaml"
     assert main(["build", str(src), "-o", str(out)]) == 0
+    # Direct ingress is an environment switch of the cluster: the header says how to start its Ray.
+    port = serve_config.serve.http.direct_port
+    assert f"RAY_SERVE_ENABLE_DIRECT_INGRESS=1 RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT={port}" in out.read_text()
     parsed = ServeDeploySchema.model_validate(yaml.safe_load(out.read_text()))
     app = parsed.applications[0]
     assert app.import_path == "pet.serve.app:app_builder" and app.args == {"config": str(src.resolve())}

@@ -237,3 +237,22 @@ def test_request_timer_splits_own_time_from_downstream_awaits():
     assert header.endswith(", tier;dur=87.000")  # the replicas' own reports: 49 + 19 + 19 ms
     assert gateway_metrics().own._sum.get() > before
     RequestTimer.add_downstream(0.0)  # no request in progress: nothing recorded, no error
+
+
+def test_serve_env_follows_the_config():
+    """Direct ingress and the throughput switch become the environment a local Ray starts with."""
+    from pet.serve.control import base_url, env_assignments, serve_env
+
+    cfg = parse_config({"serve": {"http": {"host": "0.0.0.0", "port": 8200, "direct_port": 9000},
+                                  "route_prefix": "/pet/"}})
+    env = serve_env(cfg)
+    assert env == {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "9000",
+                   "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "9063"}
+    assert env_assignments(env).startswith("RAY_SERVE_ENABLE_DIRECT_INGRESS=1 RAY_SERVE_DIRECT_INGRESS_MIN")
+    assert base_url(cfg) == "http://127.0.0.1:8200/pet"
+    # the throughput switch alone would turn direct ingress on; a config without direct_port keeps it off
+    off = parse_config({"serve": {"http": {"direct_port": None}, "throughput_optimized": True}})
+    assert serve_env(off) == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+    assert serve_env(parse_config({"serve": {"http": {"direct_port": None}}})) == {}
+    with pytest.raises(Exception, match="direct_port"):
+        parse_config({"serve": {"http": {"direct_port": 80}}})
