@@ -10,12 +10,15 @@ benchmarks/results/routing_calibration.jsonl) and scored on the test half:
 
 - quality = mean ROUGE-L F1 of the answer that would be shown against the reference answer;
 - cloud share = share of queries that leave the device (escalated to E or T);
-- curves over the whole threshold range for cascade (isotonic, logistic), pregen, random routing, plus the
+- curves over the whole threshold range for cascade (isotonic, logistic), pregen (logistic on the good-enough
+  label; and pregen-gain, ridge on the quality gain of escalating), stacked-good / stacked-gain (one linear
+  model over the query embedding and P's confidence signals, deciding after P ran), random routing, plus the
   always-P / always-E / always-T points and an oracle (knows which tier is better);
 - APGR-style score: area under PGR(share) = (quality - always-P) / (always-T - always-P) over share in [0, 1];
 - the operating point fitted for a 40% budget on calibration data (with BUDGET_CONFIDENCE, and the plain
   calibration quantile for comparison), measured on test data with 95% bootstrap intervals;
-- how often that fitting procedure meets the goal over N_SPLITS random calibration/test re-splits;
+- how often that fitting procedure meets the goal over N_SPLITS random calibration/test re-splits (the first
+  N_ROUTER_SPLITS for every router, with BUDGET_CONFIDENCE; the isotonic cascade also with the exact quantile);
 - router decision overhead (policy.decide only; generation and embedding excluded, embedding timed apart).
 
 Writes benchmarks/results/routing.json and routing.png, and prints a table and the machine.
@@ -49,6 +52,9 @@ GOAL_QUALITY = 0.95
 BUDGET_CONFIDENCE = 0.9
 N_BOOT = 2000  # bootstrap resamples of the test half for confidence intervals
 N_SPLITS = 200  # random calibration/test re-splits to measure how often the fitting procedure meets the goal
+# Every router is also refitted on the first N_ROUTER_SPLITS of them (the stacked-good fit cross-validates a
+# 388-weight logistic model, ~1.5 s per split on one thread, so all 200 would take minutes per P).
+N_ROUTER_SPLITS = 50
 
 
 def machine() -> dict:
@@ -114,18 +120,53 @@ def score_test(fitted, test: list[dict]) -> tuple[np.ndarray, np.ndarray, object
     return fitted.p_calibrator.predict(feature_matrix(test, "p")), cloud_quality(s_e, qs, fitted.e_threshold), qs
 
 
-def resplit_study(records: list[dict]) -> dict:
-    """Re-cut all labelled queries into random halves N_SPLITS times; fit the isotonic cascade on one half
-    (exact calibration quantile, and with BUDGET_CONFIDENCE) and measure it on the other half.
+def router_scores(fit_good, fit_gain, fit_logistic, test: list[dict], emb: dict) -> dict[str, tuple]:
+    """Test scores and fitted thresholds of every fitted router: name -> (scores, threshold)."""
+    e = np.array([emb[r["id"]] for r in test])
+    xp = feature_matrix(test, "p")
+    return {
+        "cascade-isotonic": (fit_good.p_calibrator.predict(xp), fit_good.p_threshold),
+        "cascade-logistic": (fit_logistic.p_calibrator.predict(xp), fit_logistic.p_threshold),
+        "pregen": (fit_good.pregen.predict(e), fit_good.pregen_threshold),
+        "pregen-gain": (fit_gain.pregen.predict(e), fit_gain.pregen_threshold),
+        "stacked-good": (fit_good.stacked.predict(e, xp), fit_good.stacked_threshold),
+        "stacked-gain": (fit_gain.stacked.predict(e, xp), fit_gain.stacked_threshold),
+    }
 
-    This measures the fitting *procedure* (how often its operating point meets the goal on unseen queries),
-    not a router to deploy; nothing is chosen from it.
+
+def fit_all(cal: list[dict], emb: dict, confidence: float | None) -> tuple:
+    """The three fits every router comes from: isotonic + good target (cascade-isotonic, pregen, stacked-good),
+    isotonic + gain target (pregen-gain with cross-validated L2, stacked-gain), logistic cascade."""
+    e = np.array([emb[r["id"]] for r in cal])
+    common = {"cloud_budget": BUDGET, "budget_confidence": confidence}
+    return (fit_router(cal, calibrator="isotonic", embeddings=e, **common),
+            fit_router(cal, calibrator="isotonic", embeddings=e, target="gain", pregen_l2=None, **common),
+            fit_router(cal, calibrator="logistic", **common))
+
+
+def summarise(share: np.ndarray, pct: np.ndarray) -> dict:
+    """Medians, 5-95% ranges and goal rates of re-split outcomes."""
+    return {"share_median": float(np.median(share)), "share_p5_p95": np.percentile(share, [5, 95]).tolist(),
+            "pct_of_t_median": float(np.median(pct)), "pct_of_t_p5_p95": np.percentile(pct, [5, 95]).tolist(),
+            "rate_share_within_budget": float((share <= BUDGET + 1e-12).mean()),
+            "rate_quality_goal": float((pct >= 100 * GOAL_QUALITY - 1e-9).mean()),
+            "rate_both": float(((share <= BUDGET + 1e-12) & (pct >= 100 * GOAL_QUALITY - 1e-9)).mean())}
+
+
+def resplit_study(records: list[dict], emb: dict) -> dict:
+    """Re-cut all labelled queries into random halves N_SPLITS times; fit every router on one half (with
+    BUDGET_CONFIDENCE; the isotonic cascade also with the exact calibration quantile) and measure it on the
+    other half.
+
+    This measures the fitting *procedures* (how often their operating points meet the goal on unseen
+    queries), not a router to deploy; nothing is chosen from it.
     """
     rng = np.random.default_rng(1)
     confidences = {"exact quantile": None, f"confidence {BUDGET_CONFIDENCE}": BUDGET_CONFIDENCE}
     out = {name: {"share": [], "pct_of_t": []} for name in confidences}
+    per_router: dict[str, dict[str, list]] = {}
     min_share = []
-    for _ in range(N_SPLITS):
+    for split_no in range(N_SPLITS):
         perm = rng.permutation(len(records))
         half = len(records) // 2
         cal, test = [records[i] for i in perm[:half]], [records[i] for i in perm[half:]]
@@ -138,16 +179,26 @@ def resplit_study(records: list[dict]) -> dict:
         goal_q = GOAL_QUALITY * qs.q_t.mean()
         min_share.append(min((p["cloud_share"] for p in sweep(s_p, qs.q_p, q_cloud) if p["quality"] >= goal_q),
                              default=1.0))
+        if split_no >= N_ROUTER_SPLITS:
+            continue
+        fit_good, fit_gain, fit_log = fit_all(cal, emb, BUDGET_CONFIDENCE)
+        for name, (s, thr) in router_scores(fit_good, fit_gain, fit_log, test, emb).items():
+            share, qual = operating_point(s < thr, qs.q_p, q_cloud)
+            v = per_router.setdefault(name, {"share": [], "pct_of_t": [], "min_share": []})
+            v["share"].append(share)
+            v["pct_of_t"].append(100 * qual / float(qs.q_t.mean()))
+            v["min_share"].append(min((p["cloud_share"] for p in sweep(s, qs.q_p, q_cloud)
+                                       if p["quality"] >= goal_q), default=1.0))
     summary = {"n_splits": N_SPLITS, "calibration_size": len(records) // 2,
-               "test_size": len(records) - len(records) // 2, "fits": {}}
+               "test_size": len(records) - len(records) // 2, "n_router_splits": min(N_ROUTER_SPLITS, N_SPLITS),
+               "fits": {}, "routers": {}}
     for name, v in out.items():
-        share, pct = np.array(v["share"]), np.array(v["pct_of_t"])
-        summary["fits"][name] = {
-            "share_median": float(np.median(share)), "share_p5_p95": np.percentile(share, [5, 95]).tolist(),
-            "pct_of_t_median": float(np.median(pct)), "pct_of_t_p5_p95": np.percentile(pct, [5, 95]).tolist(),
-            "rate_share_within_budget": float((share <= BUDGET + 1e-12).mean()),
-            "rate_quality_goal": float((pct >= 100 * GOAL_QUALITY - 1e-9).mean()),
-            "rate_both": float(((share <= BUDGET + 1e-12) & (pct >= 100 * GOAL_QUALITY - 1e-9)).mean())}
+        summary["fits"][name] = summarise(np.array(v["share"]), np.array(v["pct_of_t"]))
+    for name, v in per_router.items():
+        ms = np.array(v["min_share"])
+        summary["routers"][name] = {**summarise(np.array(v["share"]), np.array(v["pct_of_t"])),
+                                    "min_share_for_95pct_t_median": float(np.median(ms)),
+                                    "rate_95pct_t_reachable_within_budget": float((ms <= BUDGET + 1e-12).mean())}
     summary["min_share_for_95pct_t_median"] = float(np.median(min_share))
     summary["rate_95pct_t_reachable_within_budget"] = float((np.array(min_share) <= BUDGET + 1e-12).mean())
     return summary
@@ -184,9 +235,15 @@ def main() -> int:
     cal_emb = np.array([emb[r["id"]] for r in cal])
 
     fits = {kind: fit_router(cal, cloud_budget=BUDGET, calibrator=kind, embeddings=cal_emb,
-                             budget_confidence=BUDGET_CONFIDENCE) for kind in ("isotonic", "logistic")}
-    exact = {kind: fit_router(cal, cloud_budget=BUDGET, calibrator=kind, embeddings=cal_emb)
+                             budget_confidence=BUDGET_CONFIDENCE, fit_stacked=kind == "isotonic")
+            for kind in ("isotonic", "logistic")}
+    exact = {kind: fit_router(cal, cloud_budget=BUDGET, calibrator=kind, embeddings=cal_emb,
+                              fit_stacked=kind == "isotonic")
              for kind in ("isotonic", "logistic")}  # the plain calibration quantile, for comparison
+    # The gain target (pregen with cross-validated L2, stacked), isotonic E judge as in the scoring below.
+    fits["gain"], exact["gain"] = (fit_router(cal, cloud_budget=BUDGET, calibrator="isotonic", embeddings=cal_emb,
+                                              target="gain", pregen_l2=None, budget_confidence=conf)
+                                   for conf in (BUDGET_CONFIDENCE, None))
     fits["isotonic"].save(RESULTS / f"router{SUFFIX}.yaml")
 
     fitted = fits["isotonic"]
@@ -197,13 +254,20 @@ def main() -> int:
              "oracle": (float((qs.q_p < q_cloud).mean()), float(np.maximum(qs.q_p, q_cloud).mean()))}
 
     scores = {}  # router -> (test scores, fitted threshold, exact-quantile threshold)
-    for kind, f in fits.items():
+    for kind, f in ((k, fits[k]) for k in ("isotonic", "logistic")):
         pol = make_policy("cascade", f)
         scores[f"cascade-{kind}"] = (np.array([pol.p_score(r["p"]["signals"]) for r in test]), f.p_threshold,
                                      exact[kind].p_threshold)
     pre = make_policy("pregen", fits["logistic"])
     scores["pregen"] = (np.array([pre.fitted.pregen(emb[r["id"]]) for r in test]), fits["logistic"].pregen_threshold,
                         exact["logistic"].pregen_threshold)
+    pre_gain = make_policy("pregen", fits["gain"])
+    scores["pregen-gain"] = (np.array([pre_gain.fitted.pregen(emb[r["id"]]) for r in test]),
+                             fits["gain"].pregen_threshold, exact["gain"].pregen_threshold)
+    stacked = {"stacked-good": (fits["isotonic"], exact["isotonic"]), "stacked-gain": (fits["gain"], exact["gain"])}
+    for name, (f, fx) in stacked.items():
+        scores[name] = (np.array([f.stacked(emb[r["id"]], r["p"]["signals"]) for r in test]), f.stacked_threshold,
+                        fx.stacked_threshold)
     rng = np.random.default_rng(0)
     scores["random"] = (rng.random(len(test)), BUDGET, BUDGET)  # escalates a random 40% at its "fitted" point
 
@@ -230,6 +294,11 @@ def main() -> int:
         ("cascade-isotonic", iso, lambda r: RouteState(p_signals=r["p"]["signals"])),
         ("cascade-logistic", logi, lambda r: RouteState(p_signals=r["p"]["signals"])),
         ("pregen", pre, lambda r: RouteState(embedding=emb[r["id"]])),
+        ("pregen-gain", pre_gain, lambda r: RouteState(embedding=emb[r["id"]])),
+        ("stacked-good", make_policy("stacked", fits["isotonic"]),
+         lambda r: RouteState(embedding=emb[r["id"]], p_signals=r["p"]["signals"])),
+        ("stacked-gain", make_policy("stacked", fits["gain"]),
+         lambda r: RouteState(embedding=emb[r["id"]], p_signals=r["p"]["signals"])),
         ("expert-judge (cloud)", iso, lambda r: RouteState(e_signals=r["e"]["signals"])),
     ):
         states = [make_state(r) for r in test] * 20
@@ -254,16 +323,24 @@ def main() -> int:
     out = {"machine": machine(), "models": models, "n_calibration": len(cal), "n_test": len(test),
            "budget": BUDGET, "budget_confidence": BUDGET_CONFIDENCE,
            "goal": f">= {GOAL_QUALITY:.0%} of always-T quality with <= {BUDGET:.0%} leaving",
-           "resplits": resplit_study(records),
+           "resplits": resplit_study(records, emb),
            "always_p_pct_of_t_ci95": bootstrap_ci(np.zeros(len(test), bool), qs.q_p, q_cloud, qs.q_t)["pct_of_t"],
            "fixed_points": fixed, "routers": rows, "per_kind": per_kind, "overhead": overhead,
-           "thresholds": {k: {"p": f.p_threshold, "e": f.e_threshold, "pregen": f.pregen_threshold}
-                          for k, f in fits.items()},
+           "thresholds": {k: {"p": f.p_threshold, "e": f.e_threshold, "pregen": f.pregen_threshold,
+                              "stacked": f.stacked_threshold if f.stacked else None} for k, f in fits.items()},
            "calibration_info": {k: f.info for k, f in fits.items()}, "curves": curves}
     atomic_write_json(RESULTS / f"routing{SUFFIX}.json", out)
     report(out)
     plot(out)
     return 0
+
+
+def resplit_line(name: str, v: dict) -> str:
+    """One line of the re-split summary."""
+    return (f"  {name:<16} share median {v['share_median']:.2f} (5-95% {v['share_p5_p95'][0]:.2f}-"
+            f"{v['share_p5_p95'][1]:.2f}), % of T median {v['pct_of_t_median']:.1f}; within budget "
+            f"{v['rate_share_within_budget']:.0%}, >= 95% of T {v['rate_quality_goal']:.0%}, "
+            f"both {v['rate_both']:.0%}")
 
 
 def report(out: dict) -> None:
@@ -295,10 +372,11 @@ def report(out: dict) -> None:
           f"(median min share for 95% of T on the test half {rs['min_share_for_95pct_t_median']:.2f}; reachable "
           f"within the budget in {rs['rate_95pct_t_reachable_within_budget']:.0%}):")
     for name, v in rs["fits"].items():
-        print(f"  {name:<16} share median {v['share_median']:.2f} (5-95% {v['share_p5_p95'][0]:.2f}-"
-              f"{v['share_p5_p95'][1]:.2f}), % of T median {v['pct_of_t_median']:.1f}; within budget "
-              f"{v['rate_share_within_budget']:.0%}, >= 95% of T {v['rate_quality_goal']:.0%}, "
-              f"both {v['rate_both']:.0%}")
+        print(resplit_line(name, v))
+    print(f"every router with confidence {out['budget_confidence']} over the first {rs.get('n_router_splits')} "
+          "of these re-splits:")
+    for name, v in rs.get("routers", {}).items():
+        print(resplit_line(name, v) + f"; min share for 95% median {v['min_share_for_95pct_t_median']:.2f}")
     print(f"\n{'kind':<10} {'n':>4} {'P':>6} {'E':>6} {'T':>6} {'P good':>7} {'w/ expert':>9}")
     for k, v in out["per_kind"].items():
         print(f"{k:<10} {v['n']:>4} {v['p']:>6.3f} {v['e']:>6.3f} {v['t']:>6.3f} {v['p_good_enough_rate']:>7.2f} "

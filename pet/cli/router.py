@@ -2,6 +2,7 @@
 
     pet router calibrate --data LABELLED.jsonl --cloud-budget 0.3 --out router.yaml
     pet router calibrate --data LABELLED.jsonl --target-quality 0.95 --out router.yaml --calibrator logistic
+    pet router calibrate --data LABELLED.jsonl --cloud-budget 0.4 --target gain --policy stacked --out router.yaml
 
 Then set ``router.calibration: router.yaml`` in the deployment YAML. The labelled format and how "good
 enough" is labelled are described in :mod:`pet.router.fit` and docs/router.md.
@@ -34,8 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="good enough = ROUGE-L vs reference within --margin of T's, or agreement with T >= --tau")
     c.add_argument("--margin", type=float, default=0.05)
     c.add_argument("--tau", type=float, default=0.5)
-    c.add_argument("--policy", default="cascade", help="policy written into the file (cascade | pregen)")
-    c.add_argument("--no-pregen", action="store_true", help="do not fit the embedding-only pregen model")
+    c.add_argument("--policy", default="cascade", help="policy written into the file (cascade | pregen | stacked)")
+    c.add_argument("--target", default="good", choices=["good", "gain"],
+                   help="what the pregen and stacked models learn: good = logistic on the good-enough label; "
+                        "gain = ridge on the quality escalating would add (q_cloud - q_p); L2 cross-validated "
+                        "for gain, fixed 1.0 for the good pregen model (default good)")
+    c.add_argument("--no-pregen", action="store_true",
+                   help="do not fit the embedding models (pregen and stacked; no MiniLM needed)")
     c.set_defaults(func=_calibrate)
 
 
@@ -61,8 +67,8 @@ def _calibrate(args: argparse.Namespace) -> int:
             raise CLIError("--budget-confidence applies to --cloud-budget, not --target-quality")
         if not 0 < args.budget_confidence < 1:
             raise CLIError(f"--budget-confidence must be in (0, 1), got {args.budget_confidence}")
-    if args.policy == "pregen" and args.no_pregen:
-        raise CLIError("--policy pregen needs the pregen model; drop --no-pregen")
+    if args.policy in ("pregen", "stacked") and args.no_pregen:
+        raise CLIError(f"--policy {args.policy} needs the query embedding model; drop --no-pregen")
     try:
         records = read_labelled(args.data)
     except ValueError as err:
@@ -74,12 +80,13 @@ def _calibrate(args: argparse.Namespace) -> int:
         else:
             from pet.models.embed import Embedder
 
-            print(f"embedding {len(records)} queries with MiniLM for the pregen model ...", flush=True)
+            print(f"embedding {len(records)} queries with MiniLM for the pregen and stacked models ...", flush=True)
             embeddings = Embedder(threads=1).encode([r["query"] for r in records])
     try:
         fitted = fit_router(records, cloud_budget=budget, target_quality=args.target_quality,
                             calibrator=args.calibrator, label=args.label, margin=args.margin, tau=args.tau,
-                            embeddings=embeddings, policy=args.policy, budget_confidence=args.budget_confidence)
+                            embeddings=embeddings, policy=args.policy, budget_confidence=args.budget_confidence,
+                            target=args.target, pregen_l2=1.0 if args.target == "good" else None)
     except ValueError as err:
         raise CLIError(str(err)) from None
     out = fitted.save(args.out)
@@ -92,9 +99,15 @@ def _calibrate(args: argparse.Namespace) -> int:
     rows = [("cascade", fitted.p_threshold, info["cascade_on_calibration"])]
     if "pregen_on_calibration" in info:
         rows.append(("pregen", fitted.pregen_threshold, info["pregen_on_calibration"]))
+    if "stacked_on_calibration" in info:
+        rows.append(("stacked", fitted.stacked_threshold, info["stacked_on_calibration"]))
     for name, thr, s in rows:
         pct = 100 * s["quality"] / q["t"] if q["t"] > 0 else float("nan")
         print(f"{name:<8} {thr:>9.3f} {s['cloud_share']:>11.2f} {s['quality']:>8.3f} {pct:>6.1f}%")
     print(f"E threshold {fitted.e_threshold:.3f}")
+    if "target" in info:
+        cv = ", ".join(f"{k} L2 {v['l2']:g}" for k, v in info["cross_validation"].items())
+        print(f"embedding models trained on target {info['target']}"
+              + (f" (cross-validated: {cv}; thresholds on out-of-fold scores)" if cv else ""))
     print(f"wrote {out}; set router.calibration: {out} in your deployment YAML")
     return 0

@@ -220,6 +220,7 @@ class RouterPolicyName(StrEnum):
 
     cascade = "cascade"
     pregen = "pregen"
+    stacked = "stacked"
 
 
 class RouterConfig(StrictModel):

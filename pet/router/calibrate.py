@@ -60,11 +60,15 @@ def pava(y: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     return np.repeat(np.array(means), sizes)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50) -> tuple[np.ndarray, float]:
-    """L2-regularised logistic regression by Newton's method; returns (weights, bias). The bias is not penalised."""
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50,
+                 init: tuple[np.ndarray, float] | None = None) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression by Newton's method; returns (weights, bias). The bias is not penalised.
+
+    ``init``: (weights, bias) to start from (a warm start, e.g. the fit at a neighbouring penalty).
+    """
     n, d = x.shape
     xa = np.hstack([x, np.ones((n, 1))])
-    theta = np.zeros(d + 1)
+    theta = np.zeros(d + 1) if init is None else np.append(np.asarray(init[0], dtype=np.float64), init[1])
     reg = np.full(d + 1, l2)
     reg[-1] = 1e-6
     for _ in range(iters):
@@ -76,6 +80,25 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50)
         if np.abs(step).max() < 1e-8:
             break
     return theta[:-1], float(theta[-1])
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> tuple[np.ndarray, float]:
+    """Ridge regression (squared loss + l2 * |w|^2, unpenalised bias); returns (weights, bias).
+
+    Solved in the smaller of the primal (d x d) and dual (n x n) forms, so 384-dim embeddings with a few
+    hundred rows cost one small linear solve.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if l2 <= 0:
+        raise ValueError("ridge l2 must be positive")
+    mx, my = x.mean(0), float(y.mean())
+    xc, yc = x - mx, y - my
+    n, d = xc.shape
+    if d <= n:
+        w = np.linalg.solve(xc.T @ xc + l2 * np.eye(d), xc.T @ yc)
+    else:
+        w = xc.T @ np.linalg.solve(xc @ xc.T + l2 * np.eye(n), yc)
+    return w, my - float(mx @ w)
 
 
 class Calibrator(ABC):

@@ -15,6 +15,17 @@ How "good enough" is labelled (``label`` argument):
 - ``agreement`` (no references needed): quality is ROUGE-L of the answer against T's answer (T's own
   quality is 1); good enough when that is at least ``tau``.
 
+Scorers on the query embedding (when ``embeddings`` are given): ``pregen`` (embedding only, decides before P
+runs) and ``stacked`` (embedding plus P's three confidence features, decides after P ran). ``target``
+chooses what they learn: ``good`` -- logistic regression on the good-enough label above; ``gain`` -- ridge
+regression on the quality the cloud would add, ``q_cloud - q_p`` (:func:`cloud_quality` with the fitted E
+threshold), mapped to a score by :func:`pet.router.policy.link`. Their L2 penalty is chosen by
+``CV_FOLDS``-fold cross-validation on the calibration records over ``L2_GRID`` (criterion: :func:`routed_gain`
+of the out-of-fold scores up to the budget share), unless given; their thresholds are then picked on the
+out-of-fold scores, which behave like scores of new queries (in-sample scores of a 387-weight model fitted
+on a few hundred records are over-confident). The original pregen fit (target ``good`` with a fixed
+``pregen_l2``) is unchanged: in-sample scores.
+
 Thresholds: with ``cloud_budget`` the P threshold is the largest one whose share of calibration queries
 leaving the device stays within the budget (with ``budget_confidence``, a lower one that keeps the share of
 *new* queries within the budget with that probability: :func:`budget_rank`); with ``target_quality`` (a
@@ -34,11 +45,13 @@ from typing import Any
 
 import numpy as np
 
-from pet.router.calibrate import GeomeanCalibrator, features_of, fit_logistic, make_calibrator
+from pet.router.calibrate import GeomeanCalibrator, features_of, fit_logistic, fit_ridge, make_calibrator
 from pet.router.metrics import rouge_l
-from pet.router.policy import EmbeddingScorer, RouterFile
+from pet.router.policy import TARGETS, EmbeddingScorer, RouterFile, StackedScorer, link
 
 LABELS = ("reference", "agreement")
+L2_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)  # candidate L2 penalties for the embedding / stacked scorers
+CV_FOLDS = 5
 
 
 def read_labelled(path: str | Path) -> list[dict[str, Any]]:
@@ -205,6 +218,61 @@ def best_e_threshold(scores_e: np.ndarray, qs: Qualities) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Linear scorers over embeddings (pregen, stacked) with cross-validated L2
+
+
+def routed_gain(scores: np.ndarray, gain: np.ndarray, max_share: float) -> float:
+    """Mean quality gained over always-P when the lowest-scored queries leave first, averaged over every share
+    from 0 to ``max_share`` (a partial area under the quality-vs-share curve; higher is better)."""
+    order = np.argsort(np.asarray(scores, dtype=np.float64), kind="mergesort")
+    n = len(order)
+    cum = np.concatenate([[0.0], np.cumsum(np.asarray(gain, dtype=np.float64)[order])]) / n
+    return float(cum[: int(np.floor(max_share * n + 1e-9)) + 1].mean())
+
+
+def _fit_linear(x: np.ndarray, y: np.ndarray, target: str, l2: float,
+                init: tuple[np.ndarray, float] | None = None) -> tuple[np.ndarray, float]:
+    return fit_logistic(x, y, l2=l2, init=init) if target == "good" else fit_ridge(x, y, l2=l2)
+
+
+@dataclass
+class LinearFit:
+    """A fitted linear scorer's weights, its L2, its out-of-fold scores and the cross-validation table."""
+
+    w: np.ndarray
+    b: float
+    l2: float
+    oof: np.ndarray
+    cv: dict[float, float]
+
+
+def fit_linear_cv(x: np.ndarray, y: np.ndarray, target: str, gain: np.ndarray, max_share: float,
+                  l2: float | None = None, folds: int = CV_FOLDS, seed: int = 0) -> LinearFit:
+    """Fit ``link(x @ w + b, target)`` (logistic on 0/1 ``y`` for ``good``, ridge on ``y`` for ``gain``).
+
+    ``l2=None``: the penalty in :data:`L2_GRID` whose out-of-fold scores route best (:func:`routed_gain`
+    of ``gain`` up to ``max_share``; ties go to the stronger penalty). The out-of-fold scores of the chosen
+    penalty are returned for threshold picking; the weights are refitted on all rows.
+    """
+    n = len(y)
+    k = max(2, min(folds, n))
+    fold = np.random.default_rng(seed).permutation(n) % k
+    cv, oofs = {}, {}
+    warm: dict[int, tuple[np.ndarray, float]] = {}  # per fold: the fit at the previous (stronger) penalty
+    for lam in sorted(L2_GRID if l2 is None else (l2,), reverse=True):
+        z = np.empty(n)
+        for f in range(k):
+            tr = fold != f
+            w, b = warm[f] = _fit_linear(x[tr], y[tr], target, lam, warm.get(f))
+            z[~tr] = x[~tr] @ w + b
+        oofs[lam] = link(z, target)
+        cv[lam] = routed_gain(oofs[lam], gain, max_share)
+    best = max(cv, key=lambda lam: (round(cv[lam], 12), lam))
+    w, b = _fit_linear(x, y, target, best)  # from scratch, so the weights do not depend on the grid
+    return LinearFit(w, b, float(best), oofs[best], {float(k_): v for k_, v in cv.items()})
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # The whole fit
 
 
@@ -218,15 +286,21 @@ def _fit_tier(kind: str, x: np.ndarray, y: np.ndarray):
 def fit_router(records: Sequence[dict[str, Any]], cloud_budget: float | None = 0.3,
                target_quality: float | None = None, calibrator: str = "isotonic", label: str = "reference",
                margin: float = 0.05, tau: float = 0.5, embeddings: np.ndarray | None = None,
-               policy: str = "cascade", pregen_l2: float = 1.0,
-               budget_confidence: float | None = None) -> RouterFile:
-    """Fit calibrators, the pregen scorer (when ``embeddings`` are given) and thresholds.
+               policy: str = "cascade", pregen_l2: float | None = 1.0,
+               budget_confidence: float | None = None, target: str = "good", stacked_l2: float | None = None,
+               fit_stacked: bool = True) -> RouterFile:
+    """Fit calibrators, the pregen and stacked scorers (when ``embeddings`` are given) and thresholds.
 
-    ``budget_confidence`` (with ``cloud_budget``): pick the P and pregen thresholds so that new queries stay
-    within the budget with this probability (:func:`budget_rank`), not just the calibration queries.
+    ``budget_confidence`` (with ``cloud_budget``): pick the P, pregen and stacked thresholds so that new
+    queries stay within the budget with this probability (:func:`budget_rank`), not just the calibration
+    queries. ``target`` (``good`` | ``gain``): what the pregen and stacked scorers learn (module docstring);
+    ``pregen_l2`` / ``stacked_l2``: their L2 penalty, ``None`` = cross-validated. The cascade calibrators
+    always learn the good-enough label.
     """
     if (cloud_budget is None) == (target_quality is None):
         raise ValueError("give exactly one of cloud_budget or target_quality")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     qs = qualities(records, label, margin, tau)
     xp, xe = feature_matrix(records, "p"), feature_matrix(records, "e")
     cal_p = _fit_tier(calibrator, xp, qs.good_p.astype(float))
@@ -243,15 +317,37 @@ def fit_router(records: Sequence[dict[str, Any]], cloud_budget: float | None = 0
         return threshold_for_quality(scores, qs.q_p, q_cloud, target_abs)
 
     p_thr = pick(s_p)
-    pregen, pregen_thr = None, 0.5
+    pregen, pregen_thr, stacked, stacked_thr = None, 0.5, None, 0.5
+    scored: dict[str, np.ndarray] = {}  # scores the pregen / stacked thresholds were picked on
+    cv_info: dict[str, Any] = {}
     if embeddings is not None:
         emb = np.asarray(embeddings, dtype=np.float64)
-        if emb.shape[0] != len(records):
+        if emb.ndim != 2 or emb.shape[0] != len(records):
             raise ValueError(f"{emb.shape[0]} embeddings for {len(records)} records")
-        w, b = fit_logistic(emb, qs.good_p.astype(float), l2=pregen_l2)
-        pregen = EmbeddingScorer(w, b)
-        pregen_thr = pick(np.array([pregen(v) for v in emb]))
-    p_thr, pregen_thr = (float(np.clip(t, 0.0, 1.0)) for t in (p_thr, pregen_thr))
+        gain = q_cloud - qs.q_p
+        y = qs.good_p.astype(float) if target == "good" else gain
+        max_share = 1.0 if cloud_budget is None else cloud_budget
+        if target == "good" and pregen_l2 is not None:  # the original pregen fit: fixed L2, in-sample scores
+            w, b = fit_logistic(emb, y, l2=pregen_l2)
+            pregen = EmbeddingScorer(w, b)
+            scored["pregen"] = np.array([pregen(v) for v in emb])
+        else:
+            lf = fit_linear_cv(emb, y, target, gain, max_share, pregen_l2)
+            pregen, scored["pregen"] = EmbeddingScorer(lf.w, lf.b, target), lf.oof
+            cv_info["pregen"] = {"l2": lf.l2, "routed_gain_by_l2": lf.cv}
+        pregen_thr = pick(scored["pregen"])
+        if fit_stacked:
+            # Signals standardised; the unit-norm MiniLM embedding is used as it is (mean 0, scale 1).
+            x = np.hstack([emb, xp])
+            d = emb.shape[1]
+            mean = np.concatenate([np.zeros(d), xp.mean(0)])
+            sd = xp.std(0)
+            scale = np.concatenate([np.ones(d), np.where(sd > 1e-9, sd, 1.0)])
+            lf = fit_linear_cv((x - mean) / scale, y, target, gain, max_share, stacked_l2)
+            stacked, scored["stacked"] = StackedScorer(lf.w, lf.b, mean, scale, target), lf.oof
+            cv_info["stacked"] = {"l2": lf.l2, "routed_gain_by_l2": lf.cv}
+            stacked_thr = pick(scored["stacked"])
+    p_thr, pregen_thr, stacked_thr = (float(np.clip(t, 0.0, 1.0)) for t in (p_thr, pregen_thr, stacked_thr))
 
     def summary(scores: np.ndarray, thr: float) -> dict[str, float]:
         cloud = scores < thr
@@ -265,6 +361,10 @@ def fit_router(records: Sequence[dict[str, Any]], cloud_budget: float | None = 0
         "quality_always": {"p": float(qs.q_p.mean()), "e": float(qs.q_e.mean()), "t": float(qs.q_t.mean())},
         "cascade_on_calibration": summary(s_p, p_thr),
     }
-    if pregen is not None:
-        info["pregen_on_calibration"] = summary(np.array([pregen(v) for v in emb]), pregen_thr)
-    return RouterFile(cal_p, cal_e, p_thr, e_thr, pregen, pregen_thr, policy, info)
+    if embeddings is not None:
+        info["target"] = target
+        info["cross_validation"] = cv_info
+        info["pregen_on_calibration"] = summary(scored["pregen"], pregen_thr)
+    if stacked is not None:
+        info["stacked_on_calibration"] = summary(scored["stacked"], stacked_thr)
+    return RouterFile(cal_p, cal_e, p_thr, e_thr, pregen, pregen_thr, policy, info, stacked, stacked_thr)

@@ -15,9 +15,17 @@ Policies (:data:`POLICIES`):
 
 - ``cascade``: P answers; its calibrated confidence below ``p_threshold`` escalates.
 - ``pregen``: decides from the query's MiniLM embedding alone before anything generates (a logistic model
-  predicting whether P will be good enough), so no P generation is wasted on queries that leave anyway.
+  predicting whether P will be good enough, or a ridge model predicting the quality gain of escalating), so no
+  P generation is wasted on queries that leave anyway.
+- ``stacked``: P answers first, then one linear model over [query embedding, P's confidence features] scores
+  the answer (:class:`StackedScorer`; trained on the good-enough label or on the gain of escalating).
 
-Both judge an expert's answer the same way: calibrated E confidence below ``e_threshold`` -> T.
+All judge an expert's answer the same way: calibrated E confidence below ``e_threshold`` -> T.
+
+Score convention for every scorer: higher = keep on the device, in [0, 1]; a query escalates when its score is
+below the threshold. Target ``good``: the score is a logistic P(P's answer is good enough). Target ``gain``:
+a ridge model predicts g = q_cloud - q_p (ROUGE-L the cloud's answer would gain over P's, in [-1, 1]) and
+the score is (1 - g) / 2 clipped to [0, 1], so the largest predicted gains leave first.
 """
 
 from __future__ import annotations
@@ -30,9 +38,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pet.router.calibrate import Calibrator, GeomeanCalibrator, calibrator_from_dict
+from pet.router.calibrate import FEATURES, Calibrator, GeomeanCalibrator, calibrator_from_dict, features_of
 
 ROUTER_FILE_VERSION = 1
+TARGETS = ("good", "gain")  # what an embedding / stacked scorer was trained on (see the module docstring)
 
 
 class Action(StrEnum):
@@ -73,28 +82,129 @@ class Decision:
 # The fitted router file (written by `pet router calibrate`)
 
 
+def link(z: np.ndarray | float, target: str) -> np.ndarray:
+    """Linear model output -> score in [0, 1], higher = keep on device (``good``: sigmoid; ``gain``: (1 - g) / 2)."""
+    z = np.asarray(z, dtype=np.float64)
+    if target == "good":
+        return 1 / (1 + np.exp(-np.clip(z, -30, 30)))
+    return np.clip((1 - z) / 2, 0.0, 1.0)
+
+
+def _vector(d: dict[str, Any], key: str, entry: str) -> np.ndarray:
+    """A finite 1-d float vector from ``d[key]``; the error names the entry and the key."""
+    try:
+        v = np.asarray(d[key], dtype=np.float64)
+    except KeyError:
+        raise ValueError(f"{entry} entry needs {key!r}") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"{entry} entry: {key!r} must be a list of numbers") from None
+    if v.ndim != 1 or len(v) == 0 or not np.all(np.isfinite(v)):
+        raise ValueError(f"{entry} entry: {key!r} must be a non-empty list of finite numbers")
+    return v
+
+
+def _scalar(d: dict[str, Any], key: str, entry: str) -> float:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
+        raise ValueError(f"{entry} entry: {key!r} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def _target(d: dict[str, Any], entry: str) -> str:
+    t = d.get("target", "good")  # files written before the gain target existed hold logistic "good" models
+    if t not in TARGETS:
+        raise ValueError(f"{entry} entry: 'target' must be one of {', '.join(TARGETS)}, got {t!r}")
+    return str(t)
+
+
 @dataclass
 class EmbeddingScorer:
-    """Logistic model on a query embedding: P(P's answer will be good enough)."""
+    """Linear model on a query embedding: logistic P(P's answer good enough), or ridge predicted gain (``target``)."""
 
     w: np.ndarray
     b: float
+    target: str = "good"
+
+    def predict(self, embeddings: np.ndarray) -> np.ndarray:
+        """Scores [n] for embeddings [n, d]."""
+        return link(np.asarray(embeddings, dtype=np.float64) @ self.w + self.b, self.target)
 
     def __call__(self, embedding: np.ndarray) -> float:
-        z = float(np.asarray(embedding, dtype=np.float64).reshape(-1) @ self.w + self.b)
-        return float(1 / (1 + np.exp(-np.clip(z, -30, 30))))
+        return float(self.predict(np.asarray(embedding, dtype=np.float64).reshape(1, -1))[0])
 
     def to_dict(self) -> dict[str, Any]:
         """YAML-ready parameters."""
-        return {"kind": "logistic-embedding", "w": [float(v) for v in self.w], "b": float(self.b)}
+        kind = "logistic-embedding" if self.target == "good" else "ridge-gain-embedding"
+        return {"kind": kind, "target": self.target, "w": [float(v) for v in self.w], "b": float(self.b)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EmbeddingScorer:
         """Inverse of :meth:`to_dict`."""
-        try:
-            return cls(np.asarray(d["w"], dtype=np.float64), float(d["b"]))
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"pregen entry needs numeric 'w' (list) and 'b': {err}") from None
+        if not isinstance(d, dict):
+            raise ValueError("pregen entry must be a mapping")
+        return cls(_vector(d, "w", "pregen"), _scalar(d, "b", "pregen"), _target(d, "pregen"))
+
+
+@dataclass
+class StackedScorer:
+    """Linear model over [query embedding, P's confidence features], each column standardised by mean / scale.
+
+    Column order: the embedding's d dimensions, then :data:`pet.router.calibrate.FEATURES` of P's answer.
+    The score is ``link(((x - mean) / scale) @ w + b, target)``: higher = keep P's answer.
+    """
+
+    w: np.ndarray
+    b: float
+    mean: np.ndarray
+    scale: np.ndarray
+    target: str = "good"
+
+    def __post_init__(self):
+        n = len(self.w)
+        if n <= len(FEATURES) or self.mean.shape != (n,) or self.scale.shape != (n,):
+            raise ValueError(f"stacked entry: 'w', 'mean' and 'scale' must have the same length > {len(FEATURES)}, "
+                             f"got {len(self.w)}, {len(self.mean)}, {len(self.scale)}")
+        if np.any(self.scale <= 0):
+            raise ValueError("stacked entry: 'scale' must be positive")
+        if self.target not in TARGETS:
+            raise ValueError(f"stacked entry: 'target' must be one of {', '.join(TARGETS)}, got {self.target!r}")
+
+    @property
+    def embedding_dim(self) -> int:
+        return len(self.w) - len(FEATURES)
+
+    def predict(self, embeddings: np.ndarray, p_features: np.ndarray) -> np.ndarray:
+        """Scores [n] for embeddings [n, d] and P's signal features [n, 3]."""
+        x = np.hstack([np.asarray(embeddings, dtype=np.float64), np.asarray(p_features, dtype=np.float64)])
+        if x.shape[1] != len(self.w):
+            raise ValueError(f"the stacked model expects a {self.embedding_dim}-dim embedding, "
+                             f"got {x.shape[1] - len(FEATURES)}")
+        return link(((x - self.mean) / self.scale) @ self.w + self.b, self.target)
+
+    def __call__(self, embedding: np.ndarray, p_signals: dict[str, Any] | Any) -> float:
+        emb = np.asarray(embedding, dtype=np.float64).reshape(1, -1)
+        return float(self.predict(emb, np.array([features_of(p_signals)]))[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        """YAML-ready parameters."""
+        return {"kind": "linear-stacked", "target": self.target, "embedding_dim": self.embedding_dim,
+                "signal_features": list(FEATURES), "w": [float(v) for v in self.w], "b": float(self.b),
+                "mean": [float(v) for v in self.mean], "scale": [float(v) for v in self.scale]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StackedScorer:
+        """Inverse of :meth:`to_dict`; errors name the key."""
+        if not isinstance(d, dict):
+            raise ValueError("stacked entry must be a mapping")
+        if "signal_features" in d and list(d["signal_features"]) != list(FEATURES):
+            raise ValueError(f"stacked entry: 'signal_features' must be {list(FEATURES)}, "
+                             f"got {d['signal_features']!r}")
+        out = cls(_vector(d, "w", "stacked"), _scalar(d, "b", "stacked"), _vector(d, "mean", "stacked"),
+                  _vector(d, "scale", "stacked"), _target(d, "stacked"))
+        if "embedding_dim" in d and d["embedding_dim"] != out.embedding_dim:
+            raise ValueError(f"stacked entry: 'embedding_dim' {d['embedding_dim']!r} does not match "
+                             f"len(w) - {len(FEATURES)} = {out.embedding_dim}")
+        return out
 
 
 @dataclass
@@ -109,6 +219,8 @@ class RouterFile:
     pregen_threshold: float = 0.5
     policy: str = "cascade"
     info: dict[str, Any] = field(default_factory=dict)
+    stacked: StackedScorer | None = None
+    stacked_threshold: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML document."""
@@ -118,6 +230,9 @@ class RouterFile:
             "pregen_threshold": float(self.pregen_threshold),
             "calibrators": {"p": self.p_calibrator.to_dict(), "e": self.e_calibrator.to_dict()},
             "pregen": self.pregen.to_dict() if self.pregen else None,
+            # Optional keys (still version 1: files without them load, with no stacked model).
+            **({"stacked_threshold": float(self.stacked_threshold), "stacked": self.stacked.to_dict()}
+               if self.stacked else {}),
             "info": self.info,
         }
 
@@ -129,7 +244,7 @@ class RouterFile:
         if d.get("version") != ROUTER_FILE_VERSION:
             raise ValueError(f"{source}: version must be {ROUTER_FILE_VERSION}, got {d.get('version')!r}")
         out = cls(policy=str(d.get("policy", "cascade")), info=dict(d.get("info") or {}))
-        for key in ("p_threshold", "e_threshold", "pregen_threshold"):
+        for key in ("p_threshold", "e_threshold", "pregen_threshold", "stacked_threshold"):
             v = d.get(key, 0.5)
             if not isinstance(v, int | float) or not 0 <= v <= 1:
                 raise ValueError(f"{source}: {key} must be a number in [0, 1], got {v!r}")
@@ -139,10 +254,15 @@ class RouterFile:
             for tier in ("p", "e"):
                 if tier in cals:
                     setattr(out, f"{tier}_calibrator", calibrator_from_dict(cals[tier]))
-            if d.get("pregen"):
-                out.pregen = EmbeddingScorer.from_dict(d["pregen"])
         except ValueError as err:
             raise ValueError(f"{source}: calibrators: {err}") from None
+        try:
+            if d.get("pregen"):
+                out.pregen = EmbeddingScorer.from_dict(d["pregen"])
+            if d.get("stacked"):
+                out.stacked = StackedScorer.from_dict(d["stacked"])
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
         if out.policy not in POLICIES:
             raise ValueError(f"{source}: policy must be one of {', '.join(POLICIES)}, got {out.policy!r}")
         return out
@@ -174,6 +294,13 @@ class RouterFile:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Policies
+
+
+def _scored(score: float, thr: float, what: str) -> Decision:
+    """ANSWER_P when ``score >= thr``, else ESCALATE, with the reason."""
+    if score >= thr:
+        return Decision(Action.ANSWER_P, score, thr, f"{what} {score:.2f} >= {thr:.2f}")
+    return Decision(Action.ESCALATE, score, thr, f"{what} {score:.2f} < {thr:.2f}: escalate")
 
 
 class RouterPolicy(ABC):
@@ -210,37 +337,62 @@ class CascadePolicy(RouterPolicy):
             return self._judge_expert(state.e_signals)
         if state.p_signals is None:
             return Decision(Action.RUN_P, reason="cascade: P answers first")
-        score, thr = self.p_score(state.p_signals), self.fitted.p_threshold
-        if score >= thr:
-            return Decision(Action.ANSWER_P, score, thr, f"P confidence {score:.2f} >= {thr:.2f}")
-        return Decision(Action.ESCALATE, score, thr, f"P confidence {score:.2f} < {thr:.2f}: escalate")
+        return _scored(self.p_score(state.p_signals), self.fitted.p_threshold, "P confidence")
 
 
-class PregenPolicy(RouterPolicy):
-    """Decides P vs cloud from the query embedding before any generation; E -> T as in the cascade."""
+class _EmbeddingPolicy(RouterPolicy):
+    """A policy reading a fitted embedding model: the RouterFile attribute ``model`` and ``<model>_threshold``."""
 
-    name = "pregen"
     needs_embedding = True
+    model: ClassVar[str] = ""
 
     def __init__(self, fitted: RouterFile):
-        if fitted.pregen is None:
-            raise ValueError("the pregen policy needs a fitted pregen model: run `pet router calibrate` "
-                             "(without --no-pregen) and set router.calibration")
+        if getattr(fitted, self.model) is None:
+            raise ValueError(f"the {self.name} policy needs a fitted {self.model} model: run `pet router calibrate` "
+                             "(without --no-pregen, which skips the embedding models) and set router.calibration")
         super().__init__(fitted)
 
     def decide(self, state: RouteState) -> Decision:
         if state.e_signals is not None:
             return self._judge_expert(state.e_signals)
         if state.embedding is None:
-            raise ValueError("the pregen policy needs the query embedding (RouteState.embedding)")
-        assert self.fitted.pregen is not None
-        score, thr = self.fitted.pregen(state.embedding), self.fitted.pregen_threshold
-        if score >= thr:
-            return Decision(Action.ANSWER_P, score, thr, f"predicted P quality {score:.2f} >= {thr:.2f}")
-        return Decision(Action.ESCALATE, score, thr, f"predicted P quality {score:.2f} < {thr:.2f}: escalate")
+            raise ValueError(f"the {self.name} policy needs the query embedding (RouteState.embedding)")
+        return self._decide_on_device(state)
+
+    @abstractmethod
+    def _decide_on_device(self, state: RouteState) -> Decision:
+        """The device step, with ``state.embedding`` set."""
+
+    def _from_score(self, score: float) -> Decision:
+        target = getattr(self.fitted, self.model).target
+        what = "predicted P quality" if target == "good" else "score (1 - predicted gain) / 2"
+        what = f"{self.model} {what}"
+        return _scored(score, getattr(self.fitted, f"{self.model}_threshold"), what)
 
 
-POLICIES: dict[str, type[RouterPolicy]] = {c.name: c for c in (CascadePolicy, PregenPolicy)}
+class PregenPolicy(_EmbeddingPolicy):
+    """Decides P vs cloud from the query embedding before any generation; E -> T as in the cascade."""
+
+    name = "pregen"
+    model = "pregen"
+
+    def _decide_on_device(self, state: RouteState) -> Decision:
+        return self._from_score(self.fitted.pregen(state.embedding))
+
+
+class StackedPolicy(_EmbeddingPolicy):
+    """P answers first; a linear model on [query embedding, P's signals] keeps it or escalates; E -> T as usual."""
+
+    name = "stacked"
+    model = "stacked"
+
+    def _decide_on_device(self, state: RouteState) -> Decision:
+        if state.p_signals is None:
+            return Decision(Action.RUN_P, reason="stacked: P answers first")
+        return self._from_score(self.fitted.stacked(state.embedding, state.p_signals))
+
+
+POLICIES: dict[str, type[RouterPolicy]] = {c.name: c for c in (CascadePolicy, PregenPolicy, StackedPolicy)}
 
 
 def make_policy(name: str, fitted: RouterFile) -> RouterPolicy:

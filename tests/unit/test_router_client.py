@@ -146,3 +146,33 @@ def test_escalation_is_sealed_with_hpke(tiny_lm, tmp_path, encrypt):
 def test_bad_url_is_a_clear_error():
     with pytest.raises(ValueError, match="http"):
         GatewayHTTP("ftp://x")
+
+
+class CountingEmbedder:
+    """A deterministic 4-dim embedder (stands in for MiniLM): the stacked policy needs the query embedding."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def encode(self, texts):
+        import numpy as np
+
+        self.calls += 1
+        return np.array([[len(t) % 7, t.count(" "), 1.0, 0.0] for t in texts], dtype=np.float32)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_stacked_policy_embeds_runs_p_then_decides(tiny_lm, threshold):
+    import numpy as np
+
+    from pet.router.policy import StackedScorer
+
+    scorer = StackedScorer(np.array([0.1, -0.1, 0.0, 0.0, 1.0, 0.0, 0.0]), 0.0, np.zeros(7), np.ones(7), "good")
+    embedder = CountingEmbedder()
+    client = DeviceClient(tiny_lm, make_policy("stacked", RouterFile(stacked=scorer, stacked_threshold=threshold)),
+                          f"http://127.0.0.1:{closed_port()}", max_new_tokens=4, embedder=embedder)
+    ans = client.ask([{"role": "user", "content": "how do I sort a list"}])
+    assert embedder.calls == 1 and [d["action"] for d in ans.decisions][0] == "run_p"
+    assert ans.tier == "p" and "stacked predicted P quality" in ans.reason
+    assert ans.decisions[1]["action"] == ("answer_p" if threshold == 0.0 else "escalate")
+    assert ans.degraded is (threshold == 1.0)  # escalated to a closed port: P's answer, marked degraded
