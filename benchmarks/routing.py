@@ -57,6 +57,16 @@ N_SPLITS = 200  # random calibration/test re-splits to measure how often the fit
 N_ROUTER_SPLITS = 50
 
 
+def oracle_at_budget(q_p: np.ndarray, q_cloud: np.ndarray, budget: float) -> tuple[float, float]:
+    """(share, quality) of the best any router can do with at most ``budget`` of the queries leaving:
+    escalate the queries with the largest positive gain q_cloud - q_p first. An upper bound for every policy."""
+    gain = q_cloud - q_p
+    k = int(np.floor(budget * len(gain) + 1e-9))
+    top = np.argsort(-gain, kind="stable")[:k]
+    top = top[gain[top] > 0]
+    return float(len(top) / len(gain)), float((q_p.sum() + gain[top].sum()) / len(gain))
+
+
 def machine() -> dict:
     """What this ran on."""
     return machine_info(threads=1)
@@ -251,7 +261,8 @@ def main() -> int:
     q_p, q_t = float(qs.q_p.mean()), float(qs.q_t.mean())
     fixed = {"always-P": (0.0, q_p), "always-E": (1.0, float(qs.q_e.mean())), "always-T": (1.0, q_t),
              "cloud (E judged -> T)": (1.0, float(q_cloud.mean())),
-             "oracle": (float((qs.q_p < q_cloud).mean()), float(np.maximum(qs.q_p, q_cloud).mean()))}
+             "oracle": (float((qs.q_p < q_cloud).mean()), float(np.maximum(qs.q_p, q_cloud).mean())),
+             f"oracle within {BUDGET:.0%}": oracle_at_budget(qs.q_p, q_cloud, BUDGET)}
 
     scores = {}  # router -> (test scores, fitted threshold, exact-quantile threshold)
     for kind, f in ((k, fits[k]) for k in ("isotonic", "logistic")):
@@ -351,9 +362,9 @@ def report(out: dict) -> None:
         print(f"  {t.upper()}: {out['models'][t]}")
     print(f"  experts registered: {out['models']['experts'] or 'none'}")
     print(f"calibration {out['n_calibration']} / test {out['n_test']} queries; quality = mean ROUGE-L vs reference")
-    print(f"\n{'fixed point':<24} {'cloud share':>11} {'quality':>8}")
+    print(f"\n{'fixed point':<24} {'cloud share':>11} {'quality':>8} {'% of T':>7}")
     for name, (share, q) in out["fixed_points"].items():
-        print(f"{name:<24} {share:>11.2f} {q:>8.3f}")
+        print(f"{name:<24} {share:>11.2f} {q:>8.3f} {100 * q / out['fixed_points']['always-T'][1]:>6.1f}%")
     lo, hi = out["always_p_pct_of_t_ci95"]
     t = out["fixed_points"]["always-T"][1]
     print(f"always-P is {100 * out['fixed_points']['always-P'][1] / t:.1f}% of always-T (95% CI {lo:.1f}-{hi:.1f}%)")
