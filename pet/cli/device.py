@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--alpha", type=float, default=0.8, help="weight of the KL term (1-alpha on cross-entropy)")
     d.add_argument("--teacher-samples", type=int, default=48, help="teacher-generated answers in the mix")
     d.add_argument("--eval-texts", type=int, default=24, help="held-out texts for perplexity")
+    d.add_argument("--domain-teacher", default=None, metavar="NAME=DATA",
+                   help="a registered expert and the data file it was registered with: that share of windows "
+                        "comes from DATA and the expert scores them (P distilled from T and E)")
+    d.add_argument("--domain-share", type=float, default=0.3,
+                   help="share of windows from the domain teacher's data (default 0.3; with --domain-teacher)")
     d.add_argument("--threads", type=int, default=2, help="torch threads while training")
     d.add_argument("--max-minutes", type=float, default=None, help="stop after this long (rerun to continue)")
     d.add_argument("--config", default=None, help="config YAML (for the teacher's model names and registry)")
@@ -86,12 +91,16 @@ def _distill(args: argparse.Namespace) -> int:
     from pet.distill.train import DistillSettings, distill
 
     cfg = load_config(args.config) if args.config else None
+    domain, samples = None, None
+    if args.domain_teacher:
+        domain, samples = _domain_teacher(args.domain_teacher, cfg)
     s = DistillSettings(student_layers=args.student_layers, steps=args.steps, batch_size=args.batch_size,
                         seq_len=args.seq_len, lr=args.lr, temperature=args.temperature, alpha=args.alpha,
                         threads=args.threads, max_minutes=args.max_minutes, teacher_samples=args.teacher_samples,
-                        eval_texts=args.eval_texts)
+                        eval_texts=args.eval_texts, domain_teacher=domain,
+                        domain_share=args.domain_share if domain else 0.0)
     try:
-        r = distill(args.teacher, args.out, s, cfg=cfg, log=lambda m: print(m, flush=True))
+        r = distill(args.teacher, args.out, s, cfg=cfg, log=lambda m: print(m, flush=True), domain_texts=samples)
     except (KeyError, ValueError, RuntimeError) as err:
         raise CLIError(str(err)) from err
     print(f"{'model':<22} {'layers':>6} {'params M':>9} {'held-out ppl':>13} {'torch tok/s':>12}")
@@ -103,6 +112,28 @@ def _distill(args: argparse.Namespace) -> int:
           f"{r['ppl_student']:>13.2f} {r['torch_tok_s_student_1thread']:>12.1f}")
     print(f"student model: {r['model_dir']}  (next: pet export --model {r['model_dir']} --quantize int8 --out B)")
     return 0
+
+
+def _domain_teacher(spec: str, cfg: object) -> tuple[str, list]:
+    """``NAME=DATA`` -> (``expert:NAME``, DATA's samples), refusing data the expert was not registered with."""
+    from pet.config.schema import PetConfig
+    from pet.experts.data import DataError, load_domain_data
+    from pet.experts.registry import ExpertRegistry
+
+    name, sep, data = spec.partition("=")
+    if not sep or not name or not data:
+        raise CLIError(f"--domain-teacher must be NAME=DATA (a registered expert and its data file), got {spec!r}")
+    reg = ExpertRegistry.from_config(cfg or PetConfig())
+    try:
+        rec = reg.get(name)
+        dd = load_domain_data(data)
+    except (KeyError, DataError) as err:
+        raise CLIError(str(err)) from err
+    registered = rec.manifest.get("data_sha256")
+    if registered and registered != dd.sha256:
+        raise CLIError(f"--domain-teacher: {data} is not the data expert {name!r} was registered with "
+                       f"(sha256 {dd.sha256[:12]} != {registered[:12]})")
+    return f"expert:{name}", dd.samples
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -4,7 +4,11 @@
 
 Loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, next token), on random windows of
 a token stream mixing real text (stdlib docs, chitchat conversations) with answers the teacher generated
-to chat prompts. Checkpoints (student weights, optimizer, step, RNG) are written atomically every
+to chat prompts. With a domain teacher (``domain_texts`` + ``DistillSettings.domain_teacher``), a share of the
+windows comes from a registered expert's own data instead, and the expert (base + merged adapter) supplies
+their target logits: P is distilled from T and E, so the expert's domain knowledge reaches the device.
+
+Checkpoints (student weights, optimizer, step, RNG) are written atomically every
 ``checkpoint_every`` steps; running again with the same ``--out`` resumes. The finished student is a plain
 Hugging Face folder ``OUT/model`` that ``pet export`` turns into a device bundle; ``OUT/report.json`` holds
 held-out perplexity of teacher / truncated init / distilled student, sizes and speeds.
@@ -46,6 +50,8 @@ class DistillSettings:
     threads: int = 2
     max_minutes: float | None = None  # stop training (with a checkpoint) after this long; a rerun continues
     max_steps_this_run: int | None = None  # likewise, after this many steps of this run
+    domain_teacher: str | None = None  # registered expert whose own data windows it teaches (``expert:NAME``)
+    domain_share: float = 0.0  # share of training windows drawn from that expert's data, scored by the expert
 
 
 def _teacher_generations(model: Any, tok: Any, s: DistillSettings, cache: Path,
@@ -81,6 +87,30 @@ def _token_stream(tok: Any, texts: list[str]) -> list[int]:
     return ids
 
 
+def _teacher_logits(tmodel: Any, dmodel: Any | None, x: Any, by_domain: Any) -> Any:
+    """Target logits per row: the domain teacher's for rows of its data, the main teacher's for the rest."""
+    if dmodel is None or not bool(by_domain.any()):
+        return tmodel(input_ids=x).logits
+    if bool(by_domain.all()):
+        return dmodel(input_ids=x).logits
+    out = tmodel(input_ids=x[~by_domain]).logits
+    logits = out.new_empty((x.shape[0], x.shape[1], out.shape[-1]))
+    logits[~by_domain] = out
+    logits[by_domain] = dmodel(input_ids=x[by_domain]).logits
+    return logits
+
+
+def _not_in(texts: list[str], corpus: list[str]) -> list[str]:
+    """The ``texts`` none of whose paragraphs (80+ characters, whitespace-normalised) occurs in ``corpus``."""
+    hay = " ".join(" ".join(c.split()) for c in corpus)
+    out = []
+    for t in texts:
+        paras = [" ".join(p.split()) for p in t.split("\n\n")]
+        if not any(len(p) >= 80 and p in hay for p in paras):
+            out.append(t)
+    return out
+
+
 def _eval_ppl(model: Any, tok: Any, texts: list[str]) -> float:
     from pet.models.lm import perplexity
 
@@ -99,10 +129,13 @@ def _speed(model: Any, tok: Any, new_tokens: int = 32) -> float:
 
 def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None = None, cfg: Any | None = None,
             log: Callable[[str], None] = print, progress: bool = True, train_texts: list[str] | None = None,
-            eval_texts: list[str] | None = None) -> dict[str, Any]:
+            eval_texts: list[str] | None = None, domain_texts: list[Any] | None = None) -> dict[str, Any]:
     """Distil ``teacher`` (``t``, ``expert:NAME`` or a folder) into ``OUT/model``; resumes from ``OUT/checkpoint``.
 
     ``train_texts`` / ``eval_texts`` replace the built-in real-text mix and held-out set (tests use tiny ones).
+    ``domain_texts``: the domain teacher's data, strings or :class:`pet.experts.data.Sample` (rendered with the
+    teacher's chat template); required when ``settings.domain_share`` > 0. Held-out texts that occur in it are
+    reported, and the perplexities are also given on the held-out texts it does not contain.
     """
     import torch
     import torch.nn.functional as F
@@ -113,6 +146,10 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
     from pet.distill.student import build_student, count_params, load_teacher
 
     s = settings or DistillSettings()
+    if not 0.0 <= s.domain_share < 1.0:
+        raise ValueError(f"domain share must be in [0, 1), got {s.domain_share}")
+    if s.domain_share > 0 and (not s.domain_teacher or not domain_texts):
+        raise ValueError("a domain share needs a domain teacher and its data texts")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(s.threads)
@@ -125,9 +162,12 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
     heldout = list(eval_texts) if eval_texts is not None else heldout_texts(s.eval_texts)
     if state_file.is_file():
         state = json.loads(state_file.read_text(encoding="utf-8"))
-        if state["settings"]["student_layers"] != s.student_layers or state["teacher"] != teacher:
+        old = state["settings"]
+        if (old["student_layers"] != s.student_layers or state["teacher"] != teacher
+                or old.get("domain_teacher") != s.domain_teacher or old.get("domain_share", 0.0) != s.domain_share):
             raise ValueError(f"{ckpt} is from another run (teacher {state['teacher']}, "
-                             f"{state['settings']['student_layers']} layers); use another --out")
+                             f"{old['student_layers']} layers, domain teacher {old.get('domain_teacher')} "
+                             f"share {old.get('domain_share', 0.0)}); use another --out")
         student = AutoModelForCausalLM.from_pretrained(ckpt / "student", local_files_only=True, dtype=torch.float32)
         keep = state["layers_kept"]
         log(f"resuming from step {state['step']}")
@@ -140,6 +180,22 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
     gen_texts = _teacher_generations(tmodel, tok, s, out / "teacher_generations.json", log)
     real_ids = _token_stream(tok, list(train_texts) if train_texts is not None else training_texts())
     gen_ids = _token_stream(tok, gen_texts)
+    dmodel, dom_ids, dom_texts = None, [], []
+    if s.domain_share > 0:
+        dmodel, dtok, _ = load_teacher(s.domain_teacher, cfg)
+        if dtok.get_vocab() != tok.get_vocab():
+            raise ValueError(f"domain teacher {s.domain_teacher!r} has another tokenizer than teacher {teacher!r}")
+        for p in dmodel.parameters():
+            p.requires_grad_(False)
+        dom_texts = [d if isinstance(d, str) else d.render(tok) for d in (domain_texts or [])]
+        dom_ids = _token_stream(tok, dom_texts)
+        if len(dom_ids) <= s.seq_len + 1:
+            raise ValueError(f"domain data of {s.domain_teacher!r} is shorter than one window ({s.seq_len} tokens)")
+        log(f"domain teacher {s.domain_teacher}: {len(dom_ids)} tokens of its data, {s.domain_share:.0%} of windows")
+    clean = _not_in(heldout, dom_texts)
+    if len(clean) < len(heldout):
+        log(f"{len(heldout) - len(clean)} of {len(heldout)} held-out texts occur in the domain data; "
+            f"perplexity is also reported on the other {len(clean)}")
     opt = torch.optim.AdamW(student.parameters(), lr=s.lr, weight_decay=0.0)
     if (ckpt / "optimizer.pt").is_file():
         opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
@@ -163,15 +219,20 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
     while state["step"] < s.steps:
         step = state["step"]
         rnd = random.Random(s.seed * 1_000_003 + step)  # per-step RNG: a resumed run draws the same batches
-        rows = []
+        rows, by_domain = [], []
         for _ in range(s.batch_size):
-            src_ids = gen_ids if (rnd.random() < s.teacher_share and len(gen_ids) > s.seq_len + 1) else real_ids
+            dom = dmodel is not None and rnd.random() < s.domain_share
+            if dom:
+                src_ids = dom_ids
+            else:
+                src_ids = gen_ids if (rnd.random() < s.teacher_share and len(gen_ids) > s.seq_len + 1) else real_ids
             start = rnd.randrange(0, len(src_ids) - s.seq_len - 1)
             rows.append(src_ids[start:start + s.seq_len + 1])
+            by_domain.append(dom)
         batch = torch.tensor(rows)
         x, y = batch[:, :-1], batch[:, 1:]
         with torch.no_grad():
-            t_logits = tmodel(input_ids=x).logits
+            t_logits = _teacher_logits(tmodel, dmodel, x, torch.tensor(by_domain))
         s_logits = student(input_ids=x).logits
         T = s.temperature
         kl = F.kl_div(F.log_softmax(s_logits / T, -1).flatten(0, 1), F.log_softmax(t_logits / T, -1).flatten(0, 1),
@@ -209,14 +270,24 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
             if (Path(src) / name).is_file():
                 shutil.copy2(Path(src) / name, tmp / name)
     torch.set_num_threads(1)
+    overlap = {}
+    if len(clean) < len(heldout) and clean:
+        overlap = {"ppl_teacher_clean": round(_eval_ppl(tmodel, tok, clean), 3),
+                   "ppl_student_clean": round(_eval_ppl(student, tok, clean), 3)}
     report = {
         "teacher": teacher,
+        "domain_teacher": s.domain_teacher if s.domain_share > 0 else None,
+        "domain_share": s.domain_share,
+        "domain_tokens": len(dom_ids),
         "student_layers": len(keep),
         "teacher_layers": int(tmodel.config.num_hidden_layers),
         "layers_kept": keep,
         "steps": state["step"],
         "settings": asdict(s),
         "heldout_texts": len(heldout),
+        "heldout_in_domain_data": len(heldout) - len(clean),
+        "heldout_clean_texts": len(clean),
+        **overlap,
         "ppl_teacher": round(state["ppl_teacher"], 3),
         "ppl_truncated_init": round(state["ppl_init"], 3),
         "ppl_student": round(ppl_student, 3),

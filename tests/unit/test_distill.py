@@ -70,3 +70,59 @@ def test_distill_learns_and_resumes(tiny_lm_dir, tmp_path):
 
     with pytest.raises(ValueError, match="another run"):
         distill(str(tiny_lm_dir), tmp_path / "split", _settings(16, 8, layers=3), **kw)
+
+
+def test_teacher_logits_per_row(tiny_lm_dir, tmp_path):
+    """Rows of the domain data take the domain teacher's logits, the other rows the main teacher's."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pet.distill.train import _teacher_logits
+
+    t = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, local_files_only=True).eval()
+    d = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, local_files_only=True).eval()
+    with torch.no_grad():
+        for p in d.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        x = torch.randint(0, t.config.vocab_size, (3, 7))
+        mask = torch.tensor([True, False, True])
+        mixed = _teacher_logits(t, d, x, mask)
+        torch.testing.assert_close(mixed[0], d(input_ids=x).logits[0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(mixed[1], t(input_ids=x).logits[1], atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(mixed[0], t(input_ids=x).logits[0], atol=1e-3)
+        torch.testing.assert_close(_teacher_logits(t, d, x, torch.zeros(3, dtype=torch.bool)), t(input_ids=x).logits)
+        torch.testing.assert_close(_teacher_logits(t, None, x, mask), t(input_ids=x).logits)
+
+
+def test_distill_with_domain_teacher(tiny_lm_dir, tmp_path):
+    """A domain teacher's data enters the mix; held-out texts found in it are counted and left out of the
+    'clean' perplexities; a checkpoint of another mix is refused, and so is a share without data."""
+    import dataclasses
+
+    from pet.distill.train import distill
+
+    domain = [f"The domain teacher knows fact number {i}: " + TINY_CORPUS[i % len(TINY_CORPUS)]
+              for i in range(12)]
+    heldout = [TINY_CORPUS[0], domain[3] + "\n\n" + "x" * 10]  # the second one occurs in the domain data
+    kw = dict(log=lambda m: None, progress=False, train_texts=TINY_CORPUS * 4, eval_texts=heldout)
+    s = dataclasses.replace(_settings(6, 6), domain_teacher=str(tiny_lm_dir), domain_share=0.5)
+    r = distill(str(tiny_lm_dir), tmp_path / "dom", s, domain_texts=domain, **kw)
+    assert r["domain_teacher"] == str(tiny_lm_dir) and r["domain_share"] == 0.5 and r["domain_tokens"] > 24
+    assert r["heldout_in_domain_data"] == 1 and r["heldout_clean_texts"] == 1
+    assert r["ppl_student_clean"] > 0 and r["ppl_teacher_clean"] > 0
+    with pytest.raises(ValueError, match="another run"):
+        distill(str(tiny_lm_dir), tmp_path / "dom", dataclasses.replace(s, domain_share=0.2, steps=8),
+                domain_texts=domain, **kw)
+    with pytest.raises(ValueError, match="domain teacher and its data"):
+        distill(str(tiny_lm_dir), tmp_path / "other", s, **kw)
+    with pytest.raises(ValueError, match="domain share"):
+        distill(str(tiny_lm_dir), tmp_path / "other", dataclasses.replace(s, domain_share=1.0), **kw)
+
+
+@pytest.mark.parametrize("spec, message", [("python", "NAME=DATA"), ("=data.txt", "NAME=DATA")])
+def test_cli_domain_teacher_spec_errors(tmp_path, capsys, spec, message):
+    from pet.cli.main import main
+
+    rc = main(["distill", "--domain-teacher", spec, "--out", str(tmp_path / "o")])
+    assert rc == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
