@@ -68,26 +68,41 @@ def _record(g) -> dict:
             "completion_tokens": g.usage.completion_tokens, "seconds": g.usage.seconds}
 
 
+def _done_elsewhere(tier: str, model_desc: str) -> set[str]:
+    """Ids another process (the main file or a part file of the same model) has already answered."""
+    ids: set[str] = set()
+    for path in RESULTS.glob(f"routing_gen_{tier}.json"), RESULTS.glob(f"routing_gen_{tier}.*.json"):
+        for p in path:
+            if p == gen_path(tier):
+                continue
+            data = json.loads(p.read_text())
+            if data.get("model") == model_desc:
+                ids.update(data["items"])
+    return ids
+
+
 def run_batched(tier: str, model_desc: str, generate_batch, queries, batch: int, raw: bool = False) -> dict:
     """Generate for the queries missing from the cache, saving after every batch.
 
-    ``generate_batch`` returns Generations, or ready records when ``raw``.
+    Before every batch it skips what parallel processes (``--part``, ``--reverse``) have finished meanwhile, so
+    two processes working from both ends meet in the middle. ``generate_batch`` returns Generations, or ready
+    records when ``raw``.
     """
     cache = load_cache(tier, model_desc)
-    done_elsewhere = set()
-    if (RESULTS / f"routing_gen_{tier}.json").is_file():  # the main file and every part file of the same model
-        done_elsewhere = set(load_generations(tier)["items"])
-    todo = [q for q in queries if q.id not in cache["items"] and q.id not in done_elsewhere]
-    if REVERSE:
-        todo.reverse()
-    t0 = time.time()
-    for i in range(0, len(todo), batch):
-        chunk = todo[i:i + batch]
+    t0, made = time.time(), 0
+    while True:
+        others = _done_elsewhere(tier, model_desc)
+        todo = [q for q in queries if q.id not in cache["items"] and q.id not in others]
+        if REVERSE:
+            todo.reverse()
+        if not todo:
+            break
+        chunk = todo[:batch]
         for q, g in zip(chunk, generate_batch([q.query for q in chunk]), strict=True):
             cache["items"][q.id] = g if raw else _record(g)
         atomic_write_json(gen_path(tier), cache)
-        done = min(i + batch, len(todo))
-        print(f"[{tier}] {done}/{len(todo)} generated ({time.time() - t0:.0f} s)", flush=True)
+        made += len(chunk)
+        print(f"[{tier}] {made} generated, {len(todo) - len(chunk)} to go ({time.time() - t0:.0f} s)", flush=True)
     return cache
 
 
