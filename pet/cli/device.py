@@ -123,10 +123,12 @@ def _domain_teacher(spec: str, cfg: object) -> tuple[str, list]:
     name, sep, data = spec.partition("=")
     if not sep or not name or not data:
         raise CLIError(f"--domain-teacher must be NAME=DATA (a registered expert and its data file), got {spec!r}")
-    reg = ExpertRegistry.from_config(cfg or PetConfig())
+    cfg = cfg or PetConfig()
+    reg = ExpertRegistry.from_config(cfg)
+    limits = cfg.expert.data  # read the file as registration did (same chunks, same size cap)
     try:
         rec = reg.get(name)
-        dd = load_domain_data(data)
+        dd = load_domain_data(data, max_bytes=limits.max_data_bytes, chunk_chars=limits.chunk_chars)
     except (KeyError, DataError) as err:
         raise CLIError(str(err)) from err
     registered = rec.manifest.get("data_sha256")

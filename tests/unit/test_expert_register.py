@@ -234,3 +234,25 @@ def test_contributor_is_credited_once_per_adapter(registered, env, capsys):
     finally:
         led.close()
     env["reg"].remove("credited")
+
+
+def test_distill_with_the_registered_expert_as_domain_teacher(registered, env, tmp_path, capsys):
+    """`pet distill --domain-teacher NAME=DATA` with a real registered adapter; data the expert was not
+    registered with, or an unknown expert, exit 2 naming the problem before any training."""
+    common = ["distill", "--teacher", "t", "--config", str(env["cfg"]), "--student-layers", "2", "--steps", "2",
+              "--batch-size", "2", "--seq-len", "24", "--teacher-samples", "2", "--eval-texts", "4",
+              "--threads", "1", "--domain-share", "0.5"]
+    out = tmp_path / "p"
+    assert main([*common, "--domain-teacher", f"python={env['data']}", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["domain_teacher"] == "expert:python" and report["domain_share"] == 0.5
+    assert report["domain_tokens"] > 24 and (out / "model" / "config.json").is_file()
+
+    other = tmp_path / "other.txt"
+    other.write_text(env["data"].read_text() + "\n\nOne more paragraph the expert never saw.")
+    capsys.readouterr()
+    assert main([*common, "--domain-teacher", f"python={other}", "--out", str(tmp_path / "q")]) == 2
+    assert "not the data expert 'python' was registered with" in capsys.readouterr().err
+    assert main([*common, "--domain-teacher", f"finance={env['data']}", "--out", str(tmp_path / "r")]) == 2
+    assert "finance" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists() and not (tmp_path / "r").exists()
