@@ -42,14 +42,21 @@ def gen_path(tier: str) -> Path:
     return RESULTS / f"routing_gen_{tier}{'.' + PART if PART else ''}.json"
 
 
+def _cache_files(tier: str) -> list[Path]:
+    """The tier's main cache file (if any) and every part file written by parallel processes."""
+    main = RESULTS / f"routing_gen_{tier}.json"
+    return ([main] if main.is_file() else []) + sorted(RESULTS.glob(f"routing_gen_{tier}.*.json"))
+
+
 def load_generations(tier: str) -> dict:
     """The tier's cache merged with every part file written by parallel processes with the same model."""
-    main = json.loads((RESULTS / f"routing_gen_{tier}.json").read_text())
-    for part in sorted(RESULTS.glob(f"routing_gen_{tier}.*.json")):
+    main, parts = RESULTS / f"routing_gen_{tier}.json", _cache_files(tier)[1:]
+    merged = json.loads(main.read_text())  # FileNotFoundError names the missing cache
+    for part in parts:
         data = json.loads(part.read_text())
-        if data.get("model") == main["model"]:
-            main["items"].update({k: v for k, v in data["items"].items() if k not in main["items"]})
-    return main
+        if data.get("model") == merged["model"]:
+            merged["items"].update({k: v for k, v in data["items"].items() if k not in merged["items"]})
+    return merged
 
 
 def load_cache(tier: str, model: str) -> dict:
@@ -71,13 +78,10 @@ def _record(g) -> dict:
 def _done_elsewhere(tier: str, model_desc: str) -> set[str]:
     """Ids another process (the main file or a part file of the same model) has already answered."""
     ids: set[str] = set()
-    for path in RESULTS.glob(f"routing_gen_{tier}.json"), RESULTS.glob(f"routing_gen_{tier}.*.json"):
-        for p in path:
-            if p == gen_path(tier):
-                continue
-            data = json.loads(p.read_text())
-            if data.get("model") == model_desc:
-                ids.update(data["items"])
+    for path in _cache_files(tier):
+        data = json.loads(path.read_text()) if path != gen_path(tier) else {}
+        if data.get("model") == model_desc:
+            ids.update(data["items"])
     return ids
 
 

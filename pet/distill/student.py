@@ -25,7 +25,7 @@ def layer_map(teacher_layers: int, k: int) -> list[int]:
 def load_teacher(ref: str, cfg: Any | None = None, threads: int | None = None) -> tuple[Any, Any, str]:
     """Load a teacher: ``t`` (the T model), ``expert:NAME`` (base + merged adapter) or a model folder.
 
-    Returns (model, tokenizer, source folder whose tokenizer files the student copies).
+    Returns (model in eval mode without gradients, tokenizer, source folder whose tokenizer files the student copies).
     """
     set_offline()
     import torch
@@ -56,6 +56,8 @@ def load_teacher(ref: str, cfg: Any | None = None, threads: int | None = None) -
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    for p in model.parameters():  # a teacher only ever scores
+        p.requires_grad_(False)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model.eval(), tok, str(folder)

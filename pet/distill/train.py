@@ -155,8 +155,6 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
     torch.set_num_threads(s.threads)
     t_start = time.perf_counter()
     tmodel, tok, src = load_teacher(teacher, cfg)
-    for p in tmodel.parameters():
-        p.requires_grad_(False)
     ckpt = out / "checkpoint"
     state_file = ckpt / "state.json"
     heldout = list(eval_texts) if eval_texts is not None else heldout_texts(s.eval_texts)
@@ -185,8 +183,6 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
         dmodel, dtok, _ = load_teacher(s.domain_teacher, cfg)
         if dtok.get_vocab() != tok.get_vocab():
             raise ValueError(f"domain teacher {s.domain_teacher!r} has another tokenizer than teacher {teacher!r}")
-        for p in dmodel.parameters():
-            p.requires_grad_(False)
         dom_texts = [d if isinstance(d, str) else d.render(tok) for d in (domain_texts or [])]
         dom_ids = _token_stream(tok, dom_texts)
         if len(dom_ids) <= s.seq_len + 1:
