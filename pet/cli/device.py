@@ -45,6 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "comes from DATA and the expert scores them (P distilled from T and E)")
     d.add_argument("--domain-share", type=float, default=0.3,
                    help="share of windows from the domain teacher's data (default 0.3; with --domain-teacher)")
+    d.add_argument("--init", choices=("even", "block"), default="even",
+                   help="which teacher layers the student starts from: evenly spaced (default) or all but the "
+                        "contiguous block that changes the hidden states least")
+    d.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="forward passes in fp32 (default) or bf16 autocast (faster on CPUs with AVX512-BF16/AMX; "
+                        "weights and optimizer stay fp32)")
     d.add_argument("--threads", type=int, default=2, help="torch threads while training")
     d.add_argument("--max-minutes", type=float, default=None, help="stop after this long (rerun to continue)")
     d.add_argument("--config", default=None, help="config YAML (for the teacher's model names and registry)")
@@ -98,7 +104,8 @@ def _distill(args: argparse.Namespace) -> int:
                         seq_len=args.seq_len, lr=args.lr, temperature=args.temperature, alpha=args.alpha,
                         threads=args.threads, max_minutes=args.max_minutes, teacher_samples=args.teacher_samples,
                         eval_texts=args.eval_texts, domain_teacher=domain,
-                        domain_share=args.domain_share if domain else 0.0)
+                        domain_share=args.domain_share if domain else 0.0, layer_selection=args.init,
+                        precision=args.precision)
     try:
         r = distill(args.teacher, args.out, s, cfg=cfg, log=lambda m: print(m, flush=True), domain_texts=samples)
     except (KeyError, ValueError, RuntimeError) as err:

@@ -1,12 +1,17 @@
 """Teacher loading and student construction for distillation.
 
-The student has the teacher's architecture and tokenizer with only K of its decoder layers, initialised
-from evenly spaced teacher layers (always the first and the last), plus the teacher's embeddings, final
-norm and head. ``expert:NAME`` teachers are the shared base with that domain's LoRA adapter merged in.
+The student has the teacher's architecture and tokenizer with only K of its decoder layers, plus the
+teacher's embeddings, final norm and head. Which K (``select_layers``): ``even`` keeps evenly spaced layers
+(always the first and the last); ``block`` drops one contiguous block of L - K layers, the block whose input
+and output hidden states are closest in angle on sample texts, i.e. the block that changes the residual
+stream least (the pruning criterion of Gromov et al., 2024, "The Unreasonable Ineffectiveness of the Deeper
+Layers"). On SmolLM2-135M with K = 20 the ``block`` init starts at held-out perplexity ~159 against ~30,000
+for ``even`` (teacher 21.9). ``expert:NAME`` teachers are the shared base with that domain's LoRA adapter merged in.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,55 @@ def layer_map(teacher_layers: int, k: int) -> list[int]:
     if k == 1:
         return [teacher_layers - 1]
     return sorted({round(i * (teacher_layers - 1) / (k - 1)) for i in range(k)})
+
+
+LAYER_SELECTIONS = ("even", "block")
+
+
+def block_to_drop(hidden_states: list[Any], mask: Any, n: int) -> tuple[int, list[float]]:
+    """Start of the ``n`` consecutive layers whose removal changes the hidden states least.
+
+    ``hidden_states``: the L + 1 tensors (embeddings, then each layer's output) of one forward pass, ``mask`` the
+    attention mask. For each start l (1 <= l <= L - n - 1: the first and last layers are always kept) the score
+    is the mean over real tokens of angle(h_l, h_{l+n}) / pi; returns (best l, scores by l).
+    """
+    import torch
+
+    n_layers = len(hidden_states) - 1
+    if not 0 < n <= n_layers - 2:
+        raise ValueError(f"can drop 1..{n_layers - 2} of {n_layers} layers as a block, not {n}")
+    keep = mask.bool()
+    scores = []
+    for start in range(1, n_layers - n):
+        a, b = hidden_states[start][keep].float(), hidden_states[start + n][keep].float()
+        cos = torch.nn.functional.cosine_similarity(a, b, dim=-1).clamp(-1.0, 1.0)
+        scores.append(float(torch.arccos(cos).mean() / math.pi))
+    best = min(range(len(scores)), key=scores.__getitem__)
+    return best + 1, scores
+
+
+def select_layers(teacher: Any, tok: Any, k: int, method: str = "even", texts: list[str] | None = None,
+                  max_length: int = 256) -> list[int]:
+    """Indices of the ``k`` teacher layers a student starts from (``method``: ``even`` or ``block``).
+
+    ``block`` needs ``texts`` (a few training texts, never held-out ones) for one teacher forward pass.
+    """
+    n_layers = teacher.config.num_hidden_layers
+    if method not in LAYER_SELECTIONS:
+        raise ValueError(f"unknown layer selection {method!r}; choose one of {', '.join(LAYER_SELECTIONS)}")
+    if method == "even" or k == n_layers:
+        return layer_map(n_layers, k)
+    if k < 2:
+        raise ValueError(f"block selection keeps the first and last layers: student layers must be >= 2, got {k}")
+    if not texts:
+        raise ValueError("block layer selection needs sample texts")
+    import torch
+
+    enc = tok(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+    with torch.no_grad():
+        hs = teacher(**enc, output_hidden_states=True).hidden_states
+    start, _ = block_to_drop(list(hs), enc["attention_mask"], n_layers - k)
+    return [i for i in range(n_layers) if not start <= i < start + n_layers - k]
 
 
 def load_teacher(ref: str, cfg: Any | None = None, threads: int | None = None) -> tuple[Any, Any, str]:
@@ -63,13 +117,18 @@ def load_teacher(ref: str, cfg: Any | None = None, threads: int | None = None) -
     return model.eval(), tok, str(folder)
 
 
-def build_student(teacher: Any, k: int) -> tuple[Any, list[int]]:
-    """A K-layer copy of ``teacher`` initialised from evenly spaced layers; returns (student, kept indices)."""
+def build_student(teacher: Any, k: int, keep: list[int] | None = None) -> tuple[Any, list[int]]:
+    """A K-layer copy of ``teacher`` initialised from its layers ``keep`` (default: evenly spaced).
+
+    Returns (student, kept indices)."""
     import copy
 
     from transformers import AutoModelForCausalLM
 
-    keep = layer_map(teacher.config.num_hidden_layers, k)
+    n_layers = teacher.config.num_hidden_layers
+    keep = layer_map(n_layers, k) if keep is None else sorted(keep)
+    if len(keep) != k or len(set(keep)) != k or not all(0 <= i < n_layers for i in keep):
+        raise ValueError(f"keep must be {k} distinct layer indices in 0..{n_layers - 1}, got {keep}")
     cfg = copy.deepcopy(teacher.config)
     cfg.num_hidden_layers = len(keep)
     if getattr(cfg, "layer_types", None):

@@ -26,7 +26,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pet.distill.student import LAYER_SELECTIONS
 from pet.io import atomic_dir, atomic_write_json
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX); elsewhere bf16 autocast is slow."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def _autocast(precision: str) -> Any:
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @dataclass
@@ -52,6 +69,8 @@ class DistillSettings:
     max_steps_this_run: int | None = None  # likewise, after this many steps of this run
     domain_teacher: str | None = None  # registered expert whose own data windows it teaches (``expert:NAME``)
     domain_share: float = 0.0  # share of training windows drawn from that expert's data, scored by the expert
+    layer_selection: str = "even"  # which teacher layers the student starts from: even | block (student.py)
+    precision: str = "fp32"  # fp32 | bf16 (CPU autocast for the forward passes; weights and optimizer stay fp32)
 
 
 def _teacher_generations(model: Any, tok: Any, s: DistillSettings, cache: Path,
@@ -143,9 +162,13 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
     from transformers import AutoModelForCausalLM
 
     from pet.distill.data import heldout_texts, training_texts
-    from pet.distill.student import build_student, count_params, load_teacher
+    from pet.distill.student import build_student, count_params, load_teacher, select_layers
 
     s = settings or DistillSettings()
+    if s.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {s.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if s.layer_selection not in LAYER_SELECTIONS:
+        raise ValueError(f"unknown layer selection {s.layer_selection!r}; choose one of {', '.join(LAYER_SELECTIONS)}")
     if not 0.0 <= s.domain_share < 1.0:
         raise ValueError(f"domain share must be in [0, 1), got {s.domain_share}")
     if s.domain_share > 0 and (not s.domain_teacher or not domain_texts):
@@ -158,25 +181,33 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
     ckpt = out / "checkpoint"
     state_file = ckpt / "state.json"
     heldout = list(eval_texts) if eval_texts is not None else heldout_texts(s.eval_texts)
+    real_texts = list(train_texts) if train_texts is not None else training_texts()
+    step_of = max(1, len(real_texts) // 20)  # block selection looks at 20 training texts spread over the mix
+    if s.precision == "bf16" and not native_bf16():
+        log("warning: this CPU has no bf16 matrix instructions; bf16 autocast will be slower than fp32")
     if state_file.is_file():
         state = json.loads(state_file.read_text(encoding="utf-8"))
         old = state["settings"]
         if (old["student_layers"] != s.student_layers or state["teacher"] != teacher
-                or old.get("domain_teacher") != s.domain_teacher or old.get("domain_share", 0.0) != s.domain_share):
+                or old.get("domain_teacher") != s.domain_teacher or old.get("domain_share", 0.0) != s.domain_share
+                or old.get("layer_selection", "even") != s.layer_selection):
             raise ValueError(f"{ckpt} is from another run (teacher {state['teacher']}, "
-                             f"{old['student_layers']} layers, domain teacher {old.get('domain_teacher')} "
-                             f"share {old.get('domain_share', 0.0)}); use another --out")
+                             f"{old['student_layers']} layers from {old.get('layer_selection', 'even')} selection, "
+                             f"domain teacher {old.get('domain_teacher')} share {old.get('domain_share', 0.0)}); "
+                             "use another --out")
         student = AutoModelForCausalLM.from_pretrained(ckpt / "student", local_files_only=True, dtype=torch.float32)
         keep = state["layers_kept"]
         log(f"resuming from step {state['step']}")
     else:
-        student, keep = build_student(tmodel, s.student_layers)
-        log(f"student: {len(keep)} of {tmodel.config.num_hidden_layers} teacher layers {keep}")
+        keep = select_layers(tmodel, tok, s.student_layers, s.layer_selection, texts=real_texts[::step_of][:20])
+        student, keep = build_student(tmodel, s.student_layers, keep)
+        log(f"student: {len(keep)} of {tmodel.config.num_hidden_layers} teacher layers {keep} "
+            f"({s.layer_selection} selection)")
         state = {"step": 0, "teacher": teacher, "layers_kept": keep, "settings": asdict(s), "losses": [],
                  "ppl_teacher": _eval_ppl(tmodel, tok, heldout), "ppl_init": _eval_ppl(student, tok, heldout)}
         log(f"held-out ppl: teacher {state['ppl_teacher']:.2f}, truncated init {state['ppl_init']:.2f}")
     gen_texts = _teacher_generations(tmodel, tok, s, out / "teacher_generations.json", log)
-    real_ids = _token_stream(tok, list(train_texts) if train_texts is not None else training_texts())
+    real_ids = _token_stream(tok, real_texts)
     gen_ids = _token_stream(tok, gen_texts)
     dmodel, dom_ids, dom_texts = None, [], []
     if s.domain_share > 0:
@@ -227,9 +258,10 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
             by_domain.append(dom)
         batch = torch.tensor(rows)
         x, y = batch[:, :-1], batch[:, 1:]
-        with torch.no_grad():
-            t_logits = _teacher_logits(tmodel, dmodel, x, torch.tensor(by_domain))
-        s_logits = student(input_ids=x).logits
+        with _autocast(s.precision):
+            with torch.no_grad():
+                t_logits = _teacher_logits(tmodel, dmodel, x, torch.tensor(by_domain)).float()
+            s_logits = student(input_ids=x).logits.float()
         T = s.temperature
         kl = F.kl_div(F.log_softmax(s_logits / T, -1).flatten(0, 1), F.log_softmax(t_logits / T, -1).flatten(0, 1),
                       log_target=True, reduction="batchmean") * T * T
@@ -256,6 +288,7 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
             log(f"budget of this run reached at step {state['step']}/{s.steps}; run again to continue")
             break
     bar.close()
+    t_end = time.perf_counter()
     student.eval()
     ppl_student = _eval_ppl(student, tok, heldout)
     log(f"held-out ppl: distilled student {ppl_student:.2f}")
@@ -279,6 +312,10 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
         "teacher_layers": int(tmodel.config.num_hidden_layers),
         "layers_kept": keep,
         "steps": state["step"],
+        "layer_selection": s.layer_selection,
+        "precision": s.precision,
+        "seconds_per_step_this_run": (round((t_end - t_train) / (state["step"] - first_step), 3)
+                                      if state["step"] > first_step else None),
         "settings": asdict(s),
         "heldout_texts": len(heldout),
         "heldout_in_domain_data": len(heldout) - len(clean),

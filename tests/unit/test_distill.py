@@ -1,4 +1,4 @@
-"""Distillation on tiny models: evenly spaced layer init, the student learns (loss and held-out perplexity
+"""Distillation on tiny models: evenly spaced and block layer init, bf16 autocast, the student learns (loss and held-out perplexity
 drop), checkpoints resume to the same result, and a finished student exports to a working bundle."""
 
 from __future__ import annotations
@@ -30,6 +30,69 @@ def test_student_init_copies_teacher_layers(tiny_lm):
     t, s = tiny_lm.model.state_dict(), student.state_dict()
     assert torch.equal(s["model.layers.1.mlp.up_proj.weight"], t["model.layers.3.mlp.up_proj.weight"])
     assert torch.equal(s["model.embed_tokens.weight"], t["model.embed_tokens.weight"])
+
+
+def test_block_to_drop_finds_the_unchanged_span():
+    import torch
+
+    from pet.distill.student import block_to_drop
+
+    g = torch.Generator().manual_seed(0)
+    hs = [torch.randn(2, 5, 8, generator=g) for _ in range(7)]  # embeddings + 6 layers
+    hs[4] = hs[2] + 1e-3 * torch.randn(2, 5, 8, generator=g)  # layers 2 and 3 leave the stream as it was
+    mask = torch.ones(2, 5, dtype=torch.long)
+    start, scores = block_to_drop(hs, mask, 2)
+    assert start == 2 and len(scores) == 3 and min(scores) == scores[1] < 0.01
+    with pytest.raises(ValueError, match="block"):
+        block_to_drop(hs, mask, 5)  # would drop the first or last layer
+
+
+@pytest.mark.parametrize("dead", [1, 2])
+def test_block_selection_drops_a_layer_that_does_nothing(tiny_lm, dead):
+    """Zeroing a layer's output projections makes it the identity on the residual stream: block selection
+    must drop exactly that layer (the first and last are never candidates)."""
+    import copy
+
+    import torch
+
+    from pet.distill.student import build_student, select_layers
+
+    model = copy.deepcopy(tiny_lm.model)
+    with torch.no_grad():
+        layer = model.model.layers[dead]
+        layer.self_attn.o_proj.weight.zero_()
+        layer.mlp.down_proj.weight.zero_()
+    keep = select_layers(model, tiny_lm.tokenizer, 3, "block", texts=TINY_CORPUS[:4])
+    assert keep == [i for i in range(4) if i != dead]
+    student, kept = build_student(model, 3, keep)
+    assert kept == keep and student.config.num_hidden_layers == 3
+    assert select_layers(model, tiny_lm.tokenizer, 3, "even") == [0, 2, 3]
+    with pytest.raises(ValueError, match="unknown layer selection"):
+        select_layers(model, tiny_lm.tokenizer, 3, "random")
+    with pytest.raises(ValueError, match="sample texts"):
+        select_layers(model, tiny_lm.tokenizer, 3, "block")
+    with pytest.raises(ValueError, match="distinct"):
+        build_student(model, 3, [0, 0, 3])
+
+
+def test_distill_bf16_block_run_and_refusals(tiny_lm_dir, tmp_path):
+    import math
+
+    from pet.distill.train import distill
+
+    kw = dict(log=lambda m: None, progress=False, train_texts=TINY_CORPUS * 4, eval_texts=TINY_CORPUS)
+    s = _settings(4, 4, layers=3)
+    s.precision, s.layer_selection = "bf16", "block"
+    r = distill(str(tiny_lm_dir), tmp_path / "b", s, **kw)
+    assert r["precision"] == "bf16" and r["layer_selection"] == "block" and len(r["layers_kept"]) == 3
+    assert r["steps"] == 4 and r["seconds_per_step_this_run"] > 0
+    assert all(math.isfinite(v) for v in r["last_loss"]) and math.isfinite(r["ppl_student"])
+    s.layer_selection = "even"  # resuming with another init would mislabel the student
+    with pytest.raises(ValueError, match="block selection"):
+        distill(str(tiny_lm_dir), tmp_path / "b", s, **kw)
+    s.precision = "fp16"
+    with pytest.raises(ValueError, match="unknown precision"):
+        distill(str(tiny_lm_dir), tmp_path / "c", s, **kw)
 
 
 def _settings(steps, every, stop_after=None, layers=2):
