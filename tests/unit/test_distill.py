@@ -1,5 +1,6 @@
-"""Distillation on tiny models: evenly spaced and block layer init, bf16 autocast, the student learns (loss and held-out perplexity
-drop), checkpoints resume to the same result, and a finished student exports to a working bundle."""
+"""Distillation on tiny models: evenly spaced and block layer init, bf16 autocast, the student learns (loss
+and held-out perplexity drop), checkpoints resume to the same result, and a finished student exports to a
+working bundle."""
 
 from __future__ import annotations
 
