@@ -69,7 +69,7 @@ class DistillSettings:
     max_steps_this_run: int | None = None  # likewise, after this many steps of this run
     domain_teacher: str | None = None  # registered expert whose own data windows it teaches (``expert:NAME``)
     domain_share: float = 0.0  # share of training windows drawn from that expert's data, scored by the expert
-    layer_selection: str = "even"  # which teacher layers the student starts from: even | block (student.py)
+    layer_selection: str = "block"  # which teacher layers the student starts from: block | even (student.py)
     precision: str = "fp32"  # fp32 | bf16 (CPU autocast for the forward passes; weights and optimizer stay fp32)
 
 
@@ -194,7 +194,7 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
             raise ValueError(f"{ckpt} is from another run (teacher {state['teacher']}, "
                              f"{old['student_layers']} layers from {old.get('layer_selection', 'even')} selection, "
                              f"domain teacher {old.get('domain_teacher')} share {old.get('domain_share', 0.0)}); "
-                             "use another --out")
+                             "use another --out, or resume with the same settings (--init, --domain-teacher)")
         student = AutoModelForCausalLM.from_pretrained(ckpt / "student", local_files_only=True, dtype=torch.float32)
         keep = state["layers_kept"]
         log(f"resuming from step {state['step']}")
