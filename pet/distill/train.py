@@ -182,7 +182,7 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
     state_file = ckpt / "state.json"
     heldout = list(eval_texts) if eval_texts is not None else heldout_texts(s.eval_texts)
     real_texts = list(train_texts) if train_texts is not None else training_texts()
-    step_of = max(1, len(real_texts) // 20)  # block selection looks at 20 training texts spread over the mix
+    probe_texts = real_texts[::max(1, len(real_texts) // 20)][:20]  # 20 training texts spread over the mix
     if s.precision == "bf16" and not native_bf16():
         log("warning: this CPU has no bf16 matrix instructions; bf16 autocast will be slower than fp32")
     if state_file.is_file():
@@ -199,7 +199,7 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
         keep = state["layers_kept"]
         log(f"resuming from step {state['step']}")
     else:
-        keep = select_layers(tmodel, tok, s.student_layers, s.layer_selection, texts=real_texts[::step_of][:20])
+        keep = select_layers(tmodel, tok, s.student_layers, s.layer_selection, texts=probe_texts)
         student, keep = build_student(tmodel, s.student_layers, keep)
         log(f"student: {len(keep)} of {tmodel.config.num_hidden_layers} teacher layers {keep} "
             f"({s.layer_selection} selection)")
