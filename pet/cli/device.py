@@ -45,10 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "comes from DATA and the expert scores them (P distilled from T and E)")
     d.add_argument("--domain-share", type=float, default=0.3,
                    help="share of windows from the domain teacher's data (default 0.3; with --domain-teacher)")
-    d.add_argument("--init", choices=("block", "even"), default="block",
-                   help="which teacher layers the student starts from: all but the contiguous block that changes "
-                        "the hidden states least (default), or evenly spaced ones (students distilled before "
-                        "2026-12-02; resume those with --init even)")
+    d.add_argument("--init", choices=("even", "block"), default="even",
+                   help="which teacher layers the student starts from: evenly spaced (default) or all but the "
+                        "contiguous block that changes the hidden states least (better for 20 of 30 layers; worse "
+                        "answers for 10, see docs/device.md)")
     d.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="forward passes in fp32 (default) or bf16 autocast (faster on CPUs with AVX512-BF16/AMX; "
                         "weights and optimizer stay fp32)")

@@ -69,7 +69,7 @@ class DistillSettings:
     max_steps_this_run: int | None = None  # likewise, after this many steps of this run
     domain_teacher: str | None = None  # registered expert whose own data windows it teaches (``expert:NAME``)
     domain_share: float = 0.0  # share of training windows drawn from that expert's data, scored by the expert
-    layer_selection: str = "block"  # which teacher layers the student starts from: block | even (student.py)
+    layer_selection: str = "even"  # which teacher layers the student starts from: even | block (student.py)
     precision: str = "fp32"  # fp32 | bf16 (CPU autocast for the forward passes; weights and optimizer stay fp32)
 
 
