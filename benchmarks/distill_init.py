@@ -24,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pet.distill.train import DistillSettings, distill, native_bf16  # noqa: E402
+from pet.distill.student import LAYER_SELECTIONS  # noqa: E402
+from pet.distill.train import PRECISIONS, DistillSettings, distill, native_bf16  # noqa: E402
 from pet.io import atomic_write_json  # noqa: E402
 from pet.machine import machine_info  # noqa: E402
 
@@ -41,9 +42,10 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "distill_init"))
     args = ap.parse_args()
     variants = [tuple(v.strip().split("/")) for v in args.variants.split(",") if v.strip()]
-    bad = [v for v in variants if len(v) != 2 or v[0] not in ("even", "block") or v[1] not in ("fp32", "bf16")]
+    bad = [v for v in variants if len(v) != 2 or v[0] not in LAYER_SELECTIONS or v[1] not in PRECISIONS]
     if bad:
-        ap.error(f"--variants: {bad} are not INIT/PRECISION with INIT in even|block and PRECISION in fp32|bf16")
+        ap.error(f"--variants: {bad} are not INIT/PRECISION with INIT in {'|'.join(LAYER_SELECTIONS)} and "
+                 f"PRECISION in {'|'.join(PRECISIONS)}")
 
     rows, curves = [], {}
     with tempfile.TemporaryDirectory(prefix="pet-distill-init-") as tmp:

@@ -29,6 +29,9 @@ def _group(sub: argparse._SubParsersAction, name: str, help_text: str, dest: str
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``distill``, ``export``, ``device`` and ``bench device``."""
+    from pet.distill.student import LAYER_SELECTIONS  # light: torch loads only when a command runs
+    from pet.distill.train import PRECISIONS
+
     d = sub.add_parser("distill", help="distil a smaller personal (P) student from T or an expert")
     d.add_argument("--teacher", default="t", help="t, expert:NAME, or a model folder (default: t)")
     d.add_argument("--student-layers", type=int, default=10, help="decoder layers the student keeps (default 10)")
@@ -45,11 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "comes from DATA and the expert scores them (P distilled from T and E)")
     d.add_argument("--domain-share", type=float, default=0.3,
                    help="share of windows from the domain teacher's data (default 0.3; with --domain-teacher)")
-    d.add_argument("--init", choices=("even", "block"), default="even",
+    d.add_argument("--init", choices=LAYER_SELECTIONS, default="even",
                    help="which teacher layers the student starts from: evenly spaced (default) or all but the "
                         "contiguous block that changes the hidden states least (better for 20 of 30 layers; worse "
                         "answers for 10, see docs/device.md)")
-    d.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    d.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="forward passes in fp32 (default) or bf16 autocast (faster on CPUs with AVX512-BF16/AMX; "
                         "weights and optimizer stay fp32)")
     d.add_argument("--threads", type=int, default=2, help="torch threads while training")
