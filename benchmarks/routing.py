@@ -72,9 +72,9 @@ def machine() -> dict:
     return machine_info(threads=1)
 
 
-def load_records(p_cache: str = "p") -> tuple[list[dict], dict]:
+def load_records(p_cache: str = "p", queries_file: Path = RESULTS / "routing_queries.json") -> tuple[list[dict], dict]:
     """Join the query set with the cached generations of every tier (P from ``routing_gen_<p_cache>.json``)."""
-    queries = [Query(**q) for q in json.loads((RESULTS / "routing_queries.json").read_text())]
+    queries = [Query(**q) for q in json.loads(Path(queries_file).read_text())]
     from benchmarks.routing_generate import load_generations
 
     gens = {t: load_generations(p_cache if t == "p" else t) for t in ("p", "e", "t")}
@@ -221,10 +221,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--p-cache", default="p", help="P's generation cache: routing_gen_<NAME>.json (default p: the "
                     "int8 bundle of T's model; p-student: the distilled student, see routing_generate.py --p-cache)")
+    ap.add_argument("--queries", type=Path, default=RESULTS / "routing_queries.json",
+                    help="the query set (default: the one routing_generate.py last wrote; "
+                    "routing_queries_500.json is the 500-query set of the results before 2026-12-02)")
+    ap.add_argument("--tag", default="", help="appended to the output names (routing<_P><_TAG>.json ...)")
     args = ap.parse_args()
     global SUFFIX
     SUFFIX = "" if args.p_cache == "p" else "_" + args.p_cache.removeprefix("p-")
-    records, models = load_records(args.p_cache)
+    SUFFIX += f"_{args.tag}" if args.tag else ""
+    records, models = load_records(args.p_cache, args.queries)
     by_id = {r["id"]: r for r in records}
     cal_q, test_q = split([Query(r["id"], r["kind"], r["query"], r["reference"]) for r in records])
     cal, test = [by_id[q.id] for q in cal_q], [by_id[q.id] for q in test_q]

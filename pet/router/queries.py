@@ -26,6 +26,12 @@ PYTHON_MODULES = (
     "gzip", "csv", "datetime", "time", "calendar", "difflib", "copy", "pprint", "operator", "urllib.parse",
     "tempfile", "inspect", "html", "uuid", "secrets", "struct", "shlex", "platform", "keyword", "unicodedata",
 )
+# Added when the set grew past the 521 documented functions of PYTHON_MODULES: drawn only after all of those,
+# from a shuffle of their own, so the questions of smaller sets keep their ids and order.
+EXTRA_PYTHON_MODULES = (
+    "sys", "typing", "dataclasses", "traceback", "codecs", "subprocess", "threading", "logging", "asyncio",
+    "socket", "warnings", "pickle", "io",
+)
 
 _PY_TEMPLATES = (
     "In Python, what does {name} do?",
@@ -183,8 +189,25 @@ def python_queries(n: int, seed: int = 0) -> list[Query]:
     pool depends on the interpreter's modules: importing torch first (as benchmarks/routing_generate.py does)
     adds one inspect function, which reorders the shuffle; build the set the same way every time.
     """
+    rng = random.Random(seed)
+    found = _documented_functions(PYTHON_MODULES)
+    names = sorted(found)
+    rng.shuffle(names)
+    extra = _documented_functions(EXTRA_PYTHON_MODULES)
+    more = sorted(set(extra) - set(found))
+    random.Random(seed + 1).shuffle(more)
+    found.update(extra)
+    out = []
+    for name in (names + more)[:n]:
+        q = rng.choice(_PY_TEMPLATES).format(name=name)
+        out.append(Query(_qid("python", q), "python", q, found[name]))
+    return out
+
+
+def _documented_functions(modules: tuple[str, ...]) -> dict[str, str]:
+    """``module.function`` -> first docstring paragraph, for the public functions with a 6-80 word one."""
     found: dict[str, str] = {}
-    for modname in PYTHON_MODULES:
+    for modname in modules:
         try:
             mod = importlib.import_module(modname)
         except ImportError:
@@ -198,14 +221,7 @@ def python_queries(n: int, seed: int = 0) -> list[Query]:
             ref = _first_paragraph(inspect.getdoc(obj) or "")
             if 6 <= len(ref.split()) <= 80:
                 found.setdefault(f"{modname}.{attr}", ref)
-    rng = random.Random(seed)
-    names = sorted(found)
-    rng.shuffle(names)
-    out = []
-    for name in names[:n]:
-        q = rng.choice(_PY_TEMPLATES).format(name=name)
-        out.append(Query(_qid("python", q), "python", q, found[name]))
-    return out
+    return found
 
 
 def personal_queries(n: int, seed: int = 0) -> list[Query]:
