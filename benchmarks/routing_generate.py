@@ -31,7 +31,7 @@ from pet.router.queries import build_query_set  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 REVERSE = False
-QUERY_MIX = dict(n_python=200, n_personal=200, n_general=100, seed=0)
+QUERY_MIX = dict(n_python=600, n_personal=600, n_general=300, seed=0)
 
 
 PART = ""  # set by --part: a second process writes its own file, merged by load_generations()
