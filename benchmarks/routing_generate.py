@@ -215,7 +215,7 @@ def generate_experts(queries, mnt: int, batch: int) -> None:
     desc = f"experts over smollm2-135m-instruct mnt={mnt}"
     atomic_write_json(RESULTS / "routing_domains.json",
                       {"experts": names, "domains": {q.id: d for q, d in zip(queries, domains, strict=True)}})
-    t_items = json.loads(gen_path("t").read_text())["items"]
+    t_items = load_generations("t")["items"]  # the merged T cache, also in a --part process
     cache = load_cache("e", desc)
     cache["items"] = {k: v for k, v in cache["items"].items() if v.get("expert") == want.get(k)}
     for q, d in zip(queries, domains, strict=True):
