@@ -223,7 +223,7 @@ def main() -> int:
                     "int8 bundle of T's model; p-student: the distilled student, see routing_generate.py --p-cache)")
     ap.add_argument("--queries", type=Path, default=RESULTS / "routing_queries.json",
                     help="the query set (default: the one routing_generate.py last wrote; "
-                    "routing_queries_500.json is the 500-query set of the results before 2026-12-02)")
+                    "routing_queries_500.json is the 500-query set of every result before the 1500-query set)")
     ap.add_argument("--tag", default="", help="appended to the output names (routing<_P><_TAG>.json ...)")
     args = ap.parse_args()
     global SUFFIX
