@@ -226,6 +226,8 @@ def main() -> int:
                     "routing_queries_500.json is the 500-query set of every result before the 1500-query set)")
     ap.add_argument("--tag", default="", help="appended to the output names (routing<_P><_TAG>.json ...)")
     args = ap.parse_args()
+    if not args.queries.is_file():
+        ap.error(f"--queries {args.queries}: no such file (routing_generate.py writes routing_queries.json)")
     global SUFFIX
     SUFFIX = "" if args.p_cache == "p" else "_" + args.p_cache.removeprefix("p-")
     SUFFIX += f"_{args.tag}" if args.tag else ""
