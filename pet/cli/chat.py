@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--connect-timeout", type=float, default=None, help="seconds (overrides router.connect_timeout_s)")
     p.add_argument("--read-timeout", type=float, default=None, help="seconds (overrides router.read_timeout_s)")
     p.add_argument("--json", action="store_true", help="print each answer as one JSON line")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="development only: run a device bundle that carries no signature")
     p.set_defaults(func=_chat)
 
 
@@ -55,9 +57,11 @@ def _chat(args: argparse.Namespace) -> int:
     if not bundle:
         raise CLIError("no bundle: pass --bundle or set personal.bundle in the config")
     from pet.device.runtime import BundleError, DeviceModel
+    from pet.security.signing import trusted_public_key_path
 
     try:
-        personal = DeviceModel.load(bundle, num_threads=cfg.personal.num_threads)
+        personal = DeviceModel.load(bundle, num_threads=cfg.personal.num_threads,
+                                    public_key=trusted_public_key_path(cfg), allow_unsigned=args.allow_unsigned)
     except BundleError as err:
         raise CLIError(str(err)) from None
     try:

@@ -70,6 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--tier", default="P")
     e.add_argument("--replace", action="store_true", help="atomically replace an existing bundle")
     e.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
+    e.add_argument("--keys-dir", default=None,
+                   help="keys folder whose signing.key signs the bundle, created on first use (default: "
+                        "$PET_BUNDLE_SIGNING_KEY, else <state dir>/keys, the cloud's)")
+    e.add_argument("--unsigned", action="store_true",
+                   help="development: leave the bundle unsigned (devices then need --allow-unsigned)")
     e.set_defaults(func=_export)
 
     dv = _group(sub, "device", "run the personal model on this device (onnxruntime only)", "device_command")
@@ -83,6 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ask.add_argument("--seed", type=int, default=None)
     ask.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: config, 1)")
     ask.add_argument("--signals", action="store_true", help="print confidence signals and speed after the answer")
+    ask.add_argument("--allow-unsigned", action="store_true",
+                     help="development only: run a bundle that carries no signature")
     ask.set_defaults(func=_ask)
 
     b = _group(sub, "bench", "benchmarks", "bench_command")
@@ -158,8 +165,8 @@ def _export(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     try:
         out = export_bundle(args.model, args.out, quantize=args.quantize, tier=args.tier, replace=args.replace,
-                            parity=not args.no_parity, exporter=args.exporter,
-                            log=lambda m: print(f"  {m}", flush=True))
+                            parity=not args.no_parity, exporter=args.exporter, sign=not args.unsigned,
+                            keys_dir=args.keys_dir, log=lambda m: print(f"  {m}", flush=True))
     except ExportError as err:
         raise CLIError(str(err)) from err
     import json
@@ -178,22 +185,20 @@ def _export(args: argparse.Namespace) -> int:
 def _ask(args: argparse.Namespace) -> int:
     from pet.device.bundle import BundleError
     from pet.device.runtime import DeviceModel
+    from pet.security.signing import trusted_public_key_path
 
-    bundle, threads = args.bundle, args.threads
-    if bundle is None or threads is None:
+    cfg = None
+    if args.config:
         from pet.config.loader import load_config
 
-        cfg = load_config(args.config) if args.config else None
-        if cfg is None:
-            from pet.config.schema import PetConfig
-
-            cfg = PetConfig()
-        bundle = bundle or cfg.personal.bundle
-        threads = threads or cfg.personal.num_threads
+        cfg = load_config(args.config)
+    bundle = args.bundle or (cfg.personal.bundle if cfg else None)
+    threads = args.threads or (cfg.personal.num_threads if cfg else 1)
     if not bundle:
         raise CLIError("no bundle: pass --bundle or set personal.bundle in the config")
     try:
-        m = DeviceModel.load(bundle, num_threads=threads)
+        m = DeviceModel.load(bundle, num_threads=threads, public_key=trusted_public_key_path(cfg),
+                             allow_unsigned=args.allow_unsigned)
         g = m.generate(args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                        top_p=args.top_p, seed=args.seed, on_token=lambda t: print(t, end="", flush=True))
     except BundleError as err:

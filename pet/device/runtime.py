@@ -35,18 +35,31 @@ class DeviceInputError(BundleError, ValueError):
     """Bad input to a loaded device model (empty prompt, prompt too long, bad sampling values)."""
 
 
-def _verify_signature(info: BundleInfo, public_key: Any | None, require: bool) -> None:
-    """Check the bundle signature with :mod:`pet.security.signing`.
+ALLOW_UNSIGNED_HINT = "pass --allow-unsigned (allow_unsigned=True) to run it anyway, for development only"
 
-    ``require`` (a trusted key is configured) refuses unsigned bundles; otherwise a signature that is present is
-    still checked (against ``public_key`` or the default trusted key) and an unsigned bundle loads.
+
+def verify_signature(info: BundleInfo, public_key: Any | None = None, allow_unsigned: bool = False) -> None:
+    """The device's rule: only bundles the cloud signed run, unless ``allow_unsigned`` (development).
+
+    An unsigned bundle is refused saying *unsigned*; a signed one is checked against ``public_key`` (default:
+    :func:`pet.security.signing.default_public_key_path`) and refused saying *altered* or *signed by another
+    key*. ``allow_unsigned`` lets an unsigned bundle load, and a signed one whose trusted key is not on this
+    machine; a signature that can be checked is still checked.
     """
-    if info.signature is None and not require:
-        return
+    if info.signature is None:
+        if allow_unsigned:
+            return
+        raise BundleError(f"bundle {info.path} is unsigned (bundle.json has no signature): devices run only bundles "
+                          f"the cloud signed (pet export signs them; pet keys sign-bundle signs an old one); "
+                          f"{ALLOW_UNSIGNED_HINT}")
     try:
-        from pet.security.signing import verify_bundle
+        from pet.security.signing import default_public_key_path, verify_bundle
     except ImportError:
         raise BundleError("bundle signatures cannot be checked: pet.security.signing is not available") from None
+    if public_key is None:
+        public_key = default_public_key_path()
+        if allow_unsigned and not public_key.is_file():
+            return
     try:
         # Files were hashed by read_bundle already; the signature covers bundle.json, which lists their sha256.
         verify_bundle(info.path, public_key, check_files=False)
@@ -78,28 +91,32 @@ class DeviceModel:
     # Loading
 
     @classmethod
-    def from_config(cls, cfg: Any) -> DeviceModel:
-        """Load ``cfg.personal.bundle`` with ``cfg.personal.num_threads``; a configured
-        ``cfg.crypto.bundle_public_key`` makes a valid signature mandatory."""
+    def from_config(cls, cfg: Any, allow_unsigned: bool = False) -> DeviceModel:
+        """Load ``cfg.personal.bundle`` with ``cfg.personal.num_threads``, trusting the config's bundle key
+        (:func:`pet.security.signing.trusted_public_key_path`)."""
+        from pet.security.signing import trusted_public_key_path
+
         if not cfg.personal.bundle:
             raise BundleError("no device bundle configured (personal.bundle)")
-        key = getattr(cfg.crypto, "bundle_public_key", None)
-        return cls.load(cfg.personal.bundle, num_threads=cfg.personal.num_threads, public_key=key)
+        return cls.load(cfg.personal.bundle, num_threads=cfg.personal.num_threads,
+                        public_key=trusted_public_key_path(cfg), allow_unsigned=allow_unsigned)
 
     @classmethod
     def load(cls, bundle_dir: str | Path, num_threads: int = 1, verify: bool = True,
-             public_key: Any | None = None) -> DeviceModel:
+             public_key: Any | None = None, allow_unsigned: bool = False) -> DeviceModel:
         """Check ``bundle.json`` (sha256 of every file, opset, signature) and open the session.
 
-        Raises :class:`BundleError` naming the problem. ``public_key`` (an Ed25519 public key, its bytes or a
-        ``signing.pub`` path) makes a valid signature mandatory; without it a signature that is present is
-        still checked against the default trusted key (``$PET_BUNDLE_PUBLIC_KEY`` or the state folder's).
+        Raises :class:`BundleError` naming the problem. The bundle must carry a valid signature by
+        ``public_key`` (an Ed25519 public key, its bytes or a ``signing.pub`` path; default
+        ``$PET_BUNDLE_PUBLIC_KEY`` or the state folder's) unless ``allow_unsigned`` (development).
+        ``verify=False`` skips hashing and the signature (the exporter's parity check of a bundle in the making).
         """
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         info = read_bundle(bundle_dir, verify=verify)
-        _verify_signature(info, public_key, require=public_key is not None)
+        if verify:
+            verify_signature(info, public_key, allow_unsigned)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(num_threads)
         opts.inter_op_num_threads = 1

@@ -5,7 +5,9 @@
 
 The bundle is built in a hidden temp sibling (:func:`pet.io.atomic_dir`) and renamed into place only after
 export, quantisation, hashing and the parity check all succeeded, so an existing bundle is never half
-replaced. ``bundle.json`` carries a ``signature: null`` slot for :mod:`pet.security.signing`.
+replaced. The last step signs ``bundle.json`` with the cloud's bundle-signing key
+(:func:`pet.security.signing.sign_with_default_key`, creating the key on first use): devices refuse unsigned
+bundles unless told otherwise (``--allow-unsigned``, development only).
 """
 
 from __future__ import annotations
@@ -72,14 +74,16 @@ def write_manifest(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
 def export_bundle(model_dir: str | Path, out_dir: str | Path, quantize: str = "int8", tier: str = "P",
                   replace: bool = False, model_id: str | None = None, parity: bool = True,
                   from_onnx: str | Path | None = None, parity_texts: list[str] | None = None,
-                  parity_prompts: list[str] | None = None, exporter: str = "auto",
-                  log: Callable[[str], None] = lambda m: None) -> Path:
+                  parity_prompts: list[str] | None = None, exporter: str = "auto", sign: bool = True,
+                  keys_dir: str | Path | None = None, log: Callable[[str], None] = lambda m: None) -> Path:
     """Export ``model_dir`` to the bundle folder ``out_dir``; returns ``out_dir``.
 
     ``quantize`` is none, int8 or int4. ``exporter``: ``optimum`` (traced ``text-generation-with-past``),
     ``pet`` (the compact graph of :mod:`pet.export.llama_graph`, plain Llama checkpoints only) or ``auto``
     (``pet`` where supported). ``from_onnx`` reuses an fp32 ``model.onnx`` exported earlier.
-    ``parity=False`` skips the parity check (tests of bad bundles only).
+    ``parity=False`` skips the parity check (tests of bad bundles only). ``sign`` (default) signs the bundle with
+    the signing key in ``keys_dir`` (default :func:`pet.security.signing.signing_keys_dir`); ``sign=False`` leaves
+    ``signature: null`` (a development bundle the device runs only with ``allow_unsigned``).
     Raises FileExistsError when ``out_dir`` exists and not ``replace``; ExportError when a step fails.
     """
     mode = quantize
@@ -152,6 +156,11 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, quantize: str = "i
             write_manifest(tmp, meta)
         meta["export_seconds"] = round(time.perf_counter() - t0, 1)
         write_manifest(tmp, meta)
+        if sign:
+            from pet.security.signing import sign_with_default_key
+
+            entry = sign_with_default_key(tmp, keys_dir)
+            log(f"signed with bundle-signing key {entry['key_id']}")
     log(f"bundle written to {out_dir} ({time.perf_counter() - t0:.0f} s)")
     return out_dir
 

@@ -135,10 +135,11 @@ def personalize(cfg: PetConfig, user: str, records: list[dict[str, Any]], share:
             report.model_dir = str(model_out)
         if out is not None:
             from pet.export.bundle import export_bundle
+            from pet.security.signing import signing_keys_dir
 
-            say(f"exporting the device bundle ({pcfg.export_quantize})")
+            say(f"exporting the device bundle ({pcfg.export_quantize}), signed with the cloud's bundle key")
             export_bundle(merged_dir, out, quantize=pcfg.export_quantize, tier="P", replace=replace,
-                          model_id=f"personal-{user}", log=say)
+                          model_id=f"personal-{user}", keys_dir=signing_keys_dir(cfg), log=say)
             report.bundle = str(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -214,6 +214,11 @@ class KeyRing:
                           {"alg": "Ed25519", "key_id": signing_key_id(pub), "public_key": b64e(pub)}, mode=0o644)
         return True
 
+    def ensure_signing_key(self) -> bool:
+        """Create the bundle-signing key pair if this folder has none (no HPKE key is made); True if created."""
+        with self._locked():
+            return self._ensure_signing()
+
     def init(self, suite: str = DEFAULT_SUITE, now: float | None = None) -> KeyRecord:
         """Create the first HPKE key pair and the signing key; refuses when keys already exist."""
         with self._locked():

@@ -12,6 +12,7 @@ of content does.
     sign_bundle(bundle_dir, signing_key)           # key: Ed25519PrivateKey, a KeyRing, or a signing.key path
     verify_bundle(bundle_dir, public_key)          # key: Ed25519PublicKey, 32 raw bytes, or a signing.pub path
     verify_bundle(bundle_dir)                      # key: $PET_BUNDLE_PUBLIC_KEY or <state dir>/keys/signing.pub
+    sign_with_default_key(bundle_dir)              # what `pet export` does: the cloud's key, created on first use
 
 :func:`verify_bundle` raises :class:`BundleSignatureError` saying whether the bundle is unsigned, signed by
 another key, or altered. Only ``cryptography`` and the standard library are imported: the device runs this.
@@ -119,13 +120,56 @@ def default_public_key_path() -> Path:
     return Path(env).expanduser() if env else state_dir() / "keys" / "signing.pub"
 
 
-def trusted_public_key_path(cfg: Any) -> Path:
-    """The bundle-signing public key a config trusts: ``crypto.bundle_public_key``, else ``<keys_dir>/signing.pub``."""
+def trusted_public_key_path(cfg: Any = None) -> Path:
+    """The bundle-signing public key a device trusts.
+
+    ``crypto.bundle_public_key`` of ``cfg``, else ``<crypto.keys_dir>/signing.pub`` when a keys folder is configured,
+    else :func:`default_public_key_path` when ``$PET_BUNDLE_PUBLIC_KEY`` is set or there is no config, else the
+    config's default keys folder.
+    """
+    import os
+
+    from pet.security.keys import SIGNING_PUB_FILE, keys_dir_for
+
+    if cfg is not None and cfg.crypto.bundle_public_key:
+        return Path(cfg.crypto.bundle_public_key).expanduser().resolve()
+    if cfg is not None and cfg.crypto.keys_dir:
+        return keys_dir_for(cfg) / SIGNING_PUB_FILE
+    if cfg is None or os.environ.get("PET_BUNDLE_PUBLIC_KEY"):
+        return default_public_key_path()
+    return keys_dir_for(cfg) / SIGNING_PUB_FILE
+
+
+def signing_keys_dir(cfg: Any = None) -> Path:
+    """The keys folder whose ``signing.key`` signs bundles (the cloud's).
+
+    ``crypto.keys_dir`` of ``cfg`` when configured, else ``$PET_BUNDLE_SIGNING_KEY`` (a keys folder or its
+    ``signing.key`` file), else the config's default keys folder (``<state dir>/keys``). Mirrors
+    :func:`trusted_public_key_path`, so what ``pet export`` signs is what ``pet device ask`` trusts.
+    """
+    import os
+
     from pet.security.keys import keys_dir_for
 
-    if cfg.crypto.bundle_public_key:
-        return Path(cfg.crypto.bundle_public_key).expanduser().resolve()
-    return keys_dir_for(cfg) / "signing.pub"
+    if cfg is not None and cfg.crypto.keys_dir:
+        return keys_dir_for(cfg)
+    env = os.environ.get("PET_BUNDLE_SIGNING_KEY")
+    if env:
+        path = Path(env).expanduser().resolve()
+        return path.parent if path.name == "signing.key" else path
+    if cfg is None:
+        from pet.paths import state_dir
+
+        return state_dir() / "keys"
+    return keys_dir_for(cfg)
+
+
+def sign_with_default_key(bundle_dir: str | Path, keys_dir: str | Path | None = None) -> dict[str, Any]:
+    """Sign ``bundle_dir`` with the signing key in ``keys_dir`` (default :func:`signing_keys_dir`), creating the key
+    pair there on first use (``signing.key`` 0600, ``signing.pub`` to give devices). Returns the signature entry."""
+    ring = KeyRing(keys_dir if keys_dir is not None else signing_keys_dir())
+    ring.ensure_signing_key()
+    return sign_bundle(bundle_dir, ring)
 
 
 def verify_bundle(bundle_dir: str | Path, public_key: Any = None, check_files: bool = True) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def test_bundle_manifest_and_parity(bundles):
         meta = json.loads((path / "bundle.json").read_text())
         assert meta["quantization"] == q and meta["tier"] == "P" and meta["layers"] == 4
         assert set(meta["files"]) >= {"model.onnx", "tokenizer.json", "chat_template.jinja"}
-        assert meta["signature"] is None and meta["opset"] >= 14
+        assert meta["signature"]["alg"] == "Ed25519" and meta["opset"] >= 14  # signed by default
         p = meta["parity"]
         assert p["tokenization_equal"] is True
         assert p["prompts"] == len(PROMPTS) and p["heldout_texts"] == len(TINY_CORPUS)

@@ -107,8 +107,8 @@ def test_signature_enforced(bundle_copy, tmp_path):
 
     key = ed25519.Ed25519PrivateKey.generate()
     pub = key.public_key()
-    with pytest.raises(BundleError, match="unsigned"):
-        _load(bundle_copy, public_key=pub)  # a configured key refuses unsigned bundles
+    with pytest.raises(BundleError, match="another key"):
+        _load(bundle_copy, public_key=pub)  # exported bundles carry the session key's signature, not this one
     sign_bundle(bundle_copy, key)
     assert _load(bundle_copy, public_key=pub).info.signature["alg"] == "Ed25519"
     other = ed25519.Ed25519PrivateKey.generate().public_key()
@@ -119,3 +119,56 @@ def test_signature_enforced(bundle_copy, tmp_path):
     (bundle_copy / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="altered"):
         _load(bundle_copy, public_key=pub)
+
+
+def test_export_signs_and_device_refuses_unsigned_or_altered(plain_bundle, bundle_copy, bundle_signing_keys):
+    """Signed by default (issue 22, item 10): the default trusted key loads it; unsigned is refused saying
+    unsigned unless allow_unsigned; an edited bundle.json is refused saying altered, even with the flag."""
+    sig = json.loads((plain_bundle / "bundle.json").read_text())["signature"]
+    assert sig["alg"] == "Ed25519"
+    assert sig["key_id"] == json.loads(bundle_signing_keys.signing_public_key_path().read_text())["key_id"]
+    assert _load(bundle_copy).info.signature == sig
+    meta_path = bundle_copy / "bundle.json"
+    meta = json.loads(meta_path.read_text())
+    meta["parity"] = {"ppl_ratio": 1.0}  # a "better" parity claim: the signature no longer matches
+    meta_path.write_text(json.dumps(meta))
+    for allow in (False, True):
+        with pytest.raises(BundleError, match="altered after signing"):
+            _load(bundle_copy, allow_unsigned=allow)
+    meta["signature"] = None
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="is unsigned.*--allow-unsigned"):
+        _load(bundle_copy)
+    assert _load(bundle_copy, allow_unsigned=True).info.signature is None
+
+
+def test_export_unsigned_and_own_keys_dir(tiny_lm_dir, plain_bundle, tmp_path):
+    from pet.export.bundle import export_bundle
+    from pet.security.keys import KeyRing
+
+    onnx_path = plain_bundle / "model.onnx"
+    unsigned = export_bundle(tiny_lm_dir, tmp_path / "u", quantize="none", parity=False, from_onnx=onnx_path,
+                             sign=False)
+    assert json.loads((unsigned / "bundle.json").read_text())["signature"] is None
+    keys = tmp_path / "cloud-keys"  # created on first use
+    own = export_bundle(tiny_lm_dir, tmp_path / "k", quantize="none", parity=False, from_onnx=onnx_path,
+                        keys_dir=keys)
+    ring = KeyRing(keys)
+    assert (keys / "signing.key").stat().st_mode & 0o077 == 0
+    assert _load(own, public_key=ring.signing_public_key_path()).info.signature is not None
+    with pytest.raises(BundleError, match="another key"):
+        _load(own)  # the session key is the trusted default here
+
+
+def test_device_cli_refuses_unsigned(plain_bundle, tmp_path, capsys):
+    from pet.cli.main import main
+
+    b = tmp_path / "b"
+    shutil.copytree(plain_bundle, b)
+    meta = json.loads((b / "bundle.json").read_text())
+    meta["signature"] = None
+    (b / "bundle.json").write_text(json.dumps(meta))
+    assert main(["device", "ask", "--bundle", str(b), "--max-new-tokens", "2", "Hello"]) == 2
+    assert "unsigned" in capsys.readouterr().err
+    assert main(["device", "ask", "--bundle", str(b), "--max-new-tokens", "2", "--allow-unsigned", "Hello"]) == 0
+    assert main(["device", "ask", "--bundle", str(plain_bundle), "--max-new-tokens", "2", "Hello"]) == 0
