@@ -144,13 +144,13 @@ def child(mode: str, rounds: int, port: int, out_path: str) -> None:
 
     from pet.config.loader import parse_config
     from pet.serve.app import build_app, logging_config
-    from pet.serve.control import wait_healthy
+    from pet.serve.control import http_options, wait_healthy
 
     cfg = parse_config({"crypto": {"allow_plaintext": True}, "serve": {"http": {"port": port}}})
     log_cfg = logging_config(cfg)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=log_cfg)
+        serve.start(http_options=http_options(cfg, port), logging_config=log_cfg)
         serve.run(build_app(cfg), name="pet", route_prefix="/", logging_config=log_cfg)
         serve.run(floor_app(), name="floor", route_prefix="/floor", logging_config=log_cfg)
         wait_healthy(f"http://127.0.0.1:{port}", 300)

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from pet.config.loader import parse_config
     from pet.serve.app import build_app, logging_config
-    from pet.serve.control import wait_healthy
+    from pet.serve.control import http_options, wait_healthy
     from pet.serve.traditional import Traditional
 
     info = machine()
@@ -156,13 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         "traditional": {"batching": {"max_batch_size": args.max_batch_size, "batch_wait_timeout_s": 0.02},
                         "deployment": {"max_ongoing_requests": 32, "max_queued_requests": -1}},
         "crypto": {"allow_plaintext": True},
-        "serve": {"http": {"port": port}, "gateway": {"deployment": {"max_ongoing_requests": 32}}},
+        "serve": {"http": {"port": port}, "gateway": {"max_inflight": 31, "deployment": {"max_ongoing_requests": 32}}},
     })
     off = cfg.model_copy(deep=True)
     off.traditional.batching.enabled = False
     t_start = time.monotonic()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=logging_config(cfg))
+    serve.start(http_options=http_options(cfg, port), logging_config=logging_config(cfg))
     print("deploying the pet graph (batching on) and a Traditional with batching off ...", flush=True)
     serve.run(build_app(cfg), name="pet", route_prefix="/", logging_config=logging_config(cfg))
     serve.run(Traditional.options(**off.traditional.deployment.serve_options(), logging_config=logging_config(off))

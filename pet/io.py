@@ -37,6 +37,23 @@ def sha256_tree(folder: str | Path, exclude: tuple[str, ...] = ()) -> dict[str, 
     return out
 
 
+def private_file(path: str | Path) -> Path:
+    """Make ``path`` a file only its owner can read: its folder 0700 when this call creates it, the file 0600.
+
+    For server-side stores that hold user ids (the ledger, the replay store). SQLite gives its ``-wal`` and
+    ``-shm`` files the database file's mode, so creating the database file here first covers them too.
+    """
+    path = Path(path).expanduser()
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+        os.chmod(path.parent, 0o700)  # mkdir's mode is filtered by the umask
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)  # an older store created world-readable
+    return path
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)

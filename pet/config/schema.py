@@ -374,13 +374,50 @@ class HttpOptions(StrictModel):
                     "cluster started with the environment `pet build` prints")
 
 
+class GatewayDeploymentOptions(DeploymentOptions):
+    """The Gateway's Serve options: an asyncio ingress, so many cheap slots; real work is bounded by
+    ``max_inflight`` (the gateway's own admission), not by Serve."""
+
+    max_ongoing_requests: int = Field(256, ge=1, description="requests a replica handles at once")
+    max_queued_requests: int = Field(256, ge=-1, description="requests queued per caller before 503 (-1: no limit)")
+
+
 class GatewayConfig(StrictModel):
     """The ingress deployment."""
 
     max_prompt_chars: int = Field(8000, ge=1, description="longer prompts are refused with 413")
     request_timeout_s: float = Field(120.0, gt=0, description="whole-request deadline")
     access_log: bool = Field(False, description="Serve access logs (off: they cost latency and name routes)")
-    deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
+    max_inflight: int = Field(
+        64, ge=1, description="requests the gateway answers at once (generate, chat, augment); more get a JSON 503 "
+                              "with Retry-After before any tier's queue is touched")
+    retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After seconds on 503 answers")
+    body_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="deadline for a client to send the whole body once its headers arrived; "
+                                        "then 408 (checked before Serve admits the request, so stalled uploads "
+                                        "hold no replica slot)")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="larger bodies are refused with 413")
+    max_header_bytes: int = Field(16384, ge=1024, description="larger request headers are refused with 431")
+    json_max_depth: int = Field(32, ge=2, le=500, description="deeper JSON nesting is refused with 400")
+    json_max_items: int = Field(10000, ge=10, description="JSON bodies with more values in all are refused with 400")
+    json_max_number_chars: int = Field(32, ge=8, le=4000, description="longer JSON numbers are refused with 400")
+    replica_retries: int = Field(1, ge=0, le=3, description="retries of a T call whose replica died in flight "
+                                                            "(generation is idempotent per request id)")
+    deployment: GatewayDeploymentOptions = Field(
+        default_factory=lambda: GatewayDeploymentOptions(),
+        description="Serve options of the Gateway; max_ongoing_requests must exceed max_inflight so health, "
+                    "keys and status keep answering at capacity")
+
+    @model_validator(mode="after")
+    def _room(self) -> GatewayConfig:
+        if self.deployment.max_ongoing_requests <= self.max_inflight:
+            raise ValueError(f"deployment.max_ongoing_requests ({self.deployment.max_ongoing_requests}) must be "
+                             f"greater than max_inflight ({self.max_inflight}): the gateway's own JSON 503 must "
+                             "trip before Serve's plain-text backpressure")
+        if self.max_body_bytes < self.max_prompt_chars * 8:
+            raise ValueError(f"max_body_bytes ({self.max_body_bytes}) must be at least 8 x max_prompt_chars "
+                             f"({self.max_prompt_chars * 8}): a prompt of the allowed length must fit once encrypted")
+        return self
 
 
 class ServeConfig(StrictModel):

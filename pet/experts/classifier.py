@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,26 @@ def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     n = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.maximum(n, 1e-12)
+
+
+@dataclass(frozen=True)
+class _Index:
+    """Everything scoring reads, built together so it can be replaced with one reference."""
+
+    exemplars: dict[str, np.ndarray]
+    domains: tuple[str, ...]
+    centroids: np.ndarray
+    spread: np.ndarray
+
+    @classmethod
+    def build(cls, exemplars: dict[str, np.ndarray]) -> _Index:
+        # Domains with no exemplars cannot be routed to by similarity; they stay reachable by explicit tier "e".
+        ex = {d: _unit(v) for d, v in sorted(exemplars.items()) if len(v)}
+        centroids = _unit(np.stack([v.mean(0) for v in ex.values()])) if ex else np.zeros((0, 1), np.float32)
+        # How close a domain's own exemplars sit to its centroid (its spread), for the relative method.
+        spread = np.array([max(float((e @ c).mean()), 1e-3) for e, c in zip(ex.values(), centroids, strict=True)],
+                          dtype=np.float32)
+        return cls(ex, tuple(ex), centroids, spread)
 
 
 class DomainClassifier:
@@ -57,14 +78,29 @@ class DomainClassifier:
         self._set(exemplars)
 
     def _set(self, exemplars: dict[str, np.ndarray]) -> None:
-        # Domains with no exemplars cannot be routed to by similarity; they stay reachable by explicit tier "e".
-        self.exemplars = {d: _unit(v) for d, v in sorted(exemplars.items()) if len(v)}
-        self.domains = list(self.exemplars)
-        self.centroids = (_unit(np.stack([v.mean(0) for v in self.exemplars.values()]))
-                          if self.domains else np.zeros((0, 1), np.float32))
-        # How close a domain's own exemplars sit to its centroid (its spread), for the relative method.
-        self.spread = np.array([max(float((ex @ c).mean()), 1e-3) for ex, c in
-                                zip(self.exemplars.values(), self.centroids, strict=True)], dtype=np.float32)
+        # Built whole, then published with one assignment: a reader on another thread sees the old index or
+        # the new one, never new domains with old centroids (a registration during auto traffic did that).
+        self._index = _Index.build(exemplars)
+
+    @property
+    def exemplars(self) -> dict[str, np.ndarray]:
+        """Unit-length exemplar embeddings per routable domain."""
+        return self._index.exemplars
+
+    @property
+    def domains(self) -> list[str]:
+        """Routable domains (those with exemplars), sorted."""
+        return list(self._index.domains)
+
+    @property
+    def centroids(self) -> np.ndarray:
+        """Unit-length mean exemplar per domain, in the order of :attr:`domains`."""
+        return self._index.centroids
+
+    @property
+    def spread(self) -> np.ndarray:
+        """Mean exemplar-to-centroid similarity per domain (the relative method's scale)."""
+        return self._index.spread
 
     @classmethod
     def from_registry(cls, registry: ExpertRegistry, embedder: Any = None, floor: float = 0.35,
@@ -110,16 +146,17 @@ class DomainClassifier:
     def scores_embedding(self, vec: np.ndarray) -> dict[str, float]:
         """Similarity of one embedding to every domain (no floor applied)."""
         self._maybe_reload()
-        if not self.domains:
+        idx = self._index  # one snapshot for the whole computation
+        if not idx.domains:
             return {}
         v = _unit(np.asarray(vec, dtype=np.float32).reshape(-1))
         if self.method in ("centroid", "relative"):
-            sims = self.centroids @ v
+            sims = idx.centroids @ v
             if self.method == "relative":
-                sims = sims / self.spread
-            return {d: float(s) for d, s in zip(self.domains, sims, strict=True)}
+                sims = sims / idx.spread
+            return {d: float(s) for d, s in zip(idx.domains, sims, strict=True)}
         out = {}
-        for d, ex in self.exemplars.items():
+        for d, ex in idx.exemplars.items():
             s = ex @ v
             top = np.sort(s)[-min(self.k, len(s)):]
             out[d] = float(top.mean())

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from pet.io import private_file
 from pet.ledger.store import Counts, LedgerError, LedgerStore, RewardEvent, SummaryRow, UsageEvent
 
 SCHEMA_VERSION = 1
@@ -76,7 +77,10 @@ class SqliteLedgerStore(LedgerStore):
             raise ValueError(f"synchronous must be 'full' or 'normal', got {synchronous!r}")
         self.synchronous = synchronous.upper()
         self._local = threading.local()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            private_file(self.path)  # user ids inside: 0600 in a 0700 folder
+        except OSError as err:
+            raise LedgerError(f"ledger database {self.path} cannot be created ({err.strerror})") from None
         self._conn()  # open now so that a corrupted or foreign file is reported at construction
 
     # -- connections -------------------------------------------------------------------------------------------

@@ -28,6 +28,11 @@ Prompt = str | Sequence[dict[str, str]]
 # Prompt formatting
 
 
+class PromptError(ValueError):
+    """A prompt the model cannot take (malformed messages, text that is not valid Unicode); quotes no content."""
+
+
+
 def render_prompt(tokenizer: Any, prompt: Prompt, raw: bool = False) -> str:
     """The text the model sees: chat-templated (with the assistant turn opened) unless ``raw``."""
     if raw:
@@ -91,6 +96,25 @@ class CausalLM:
     def render(self, prompt: Prompt, raw: bool = False) -> str:
         """See :func:`render_prompt`."""
         return render_prompt(self.tokenizer, prompt, raw)
+
+    def check_prompt(self, prompt: Prompt, raw: bool = False) -> int:
+        """Render and tokenize one prompt on its own; its token count, or PromptError naming no content.
+
+        The serve tiers call this before a request joins a batch, so a prompt the tokenizer cannot take fails
+        alone instead of failing every request batched with it.
+        """
+        try:
+            text = self.render(prompt, raw)
+            text.encode("utf-8")
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        except UnicodeError:
+            raise PromptError("the prompt contains text that is not valid Unicode") from None
+        except ValueError as err:  # validate_messages: names the field, never its content
+            raise PromptError(str(err)) from None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # noqa: BLE001 -- a Rust tokenizer panic is a BaseException
+            raise PromptError(f"the prompt could not be tokenized ({type(err).__name__})") from None
 
     def count_tokens(self, prompt: Prompt, raw: bool = False) -> int:
         """Prompt length in tokens after templating."""

@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from pet.io import private_file
+
 
 class ReplayGuard:
     """Remembers accepted (request id, timestamp) pairs for ``window_s`` seconds, at most ``capacity`` of them."""
@@ -84,7 +86,7 @@ class SqliteReplayGuard:
         if window_s <= 0:
             raise ValueError("window_s must be > 0")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)
         self.window_ms = int(window_s * 1000)
         self._lock = threading.Lock()
         self._last_purge = 0.0

@@ -66,6 +66,18 @@ def serve_env(cfg: PetConfig) -> dict[str, str]:
     return env
 
 
+def http_options(cfg: PetConfig, port: int | None = None) -> dict[str, Any]:
+    """``serve.start`` HTTP options: bind address, port and the BodyGuard middleware (``pet.serve.guard``).
+
+    Serve applies these middlewares in its proxy and in every direct-ingress server, in front of its own
+    admission, so a stalled upload never holds a Gateway slot.
+    """
+    from pet.serve.guard import http_middlewares
+
+    return {"host": cfg.serve.http.host, "port": cfg.serve.http.port if port is None else port,
+            "middlewares": http_middlewares(cfg)}
+
+
 def env_assignments(env: dict[str, str]) -> str:
     """``K=V K=V``: the prefix a shell command (``ray start``) needs for ``env``."""
     return " ".join(f"{k}={v}" for k, v in env.items())
@@ -141,8 +153,7 @@ def deploy(cfg: PetConfig, address: str | None = None, wait_s: float = 300.0, lo
     log(f"ray: connected ({facts['address']}); deploying application {cfg.serve.app_name!r} ...")
     if facts.get("note"):
         log(facts.pop("note"))
-    serve.start(http_options={"host": cfg.serve.http.host, "port": cfg.serve.http.port},
-                logging_config=logging_config(cfg))
+    serve.start(http_options=http_options(cfg), logging_config=logging_config(cfg))
     t0 = time.monotonic()
     serve.run(build_app(cfg), name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix,
               logging_config=logging_config(cfg), blocking=False)

@@ -44,11 +44,25 @@ def _key(p: dict[str, Any]) -> tuple[int, float, float]:
     return int(p["max_new_tokens"]), float(p["temperature"]), float(p["top_p"])
 
 
+def check_payload(lm: Any, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """``{"error": message}`` when this payload's prompt cannot be rendered and tokenized on its own, else None.
+
+    Called before a request joins a batch: a bad prompt is answered alone and never reaches its neighbours.
+    """
+    from pet.models.lm import PromptError
+
+    try:
+        lm.check_prompt(payload["prompt"])
+    except PromptError as err:
+        return {"error": str(err)}
+    return None
+
+
 def run_batch(lm: Any, payloads: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Generate for every payload, one ``generate_batch`` call per group of equal parameters; keeps order.
 
-    A payload that fails on its own (e.g. an invalid message list) gets ``{"error": message}`` instead of
-    failing the whole batch.
+    A payload that fails on its own gets ``{"error": message}``; if a group fails as a whole it is retried one
+    by one, so the others in it are still answered.
     """
     results: list[dict[str, Any] | None] = [None] * len(payloads)
     groups: dict[tuple[int, float, float], list[int]] = {}
@@ -60,7 +74,7 @@ def run_batch(lm: Any, payloads: Sequence[dict[str, Any]]) -> list[dict[str, Any
             gens = lm.generate_batch(prompts, max_new_tokens=max_new, temperature=temp, top_p=top_p)
             for i, g in zip(idx, gens, strict=True):
                 results[i] = generation_result(g)
-        except ValueError:
+        except Exception:
             # One bad prompt must not sink its neighbours: retry the group one by one.
             for i in idx:
                 try:
@@ -68,6 +82,8 @@ def run_batch(lm: Any, payloads: Sequence[dict[str, Any]]) -> list[dict[str, Any
                                                                temperature=temp, top_p=top_p))
                 except ValueError as err:
                     results[i] = {"error": str(err)}
+                except Exception as err:
+                    results[i] = {"error": f"generation failed ({type(err).__name__})"}
     return [r if r is not None else {"error": "not generated"} for r in results]
 
 

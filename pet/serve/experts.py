@@ -19,7 +19,7 @@ from typing import Any
 
 from ray import serve
 
-from pet.serve.engine import ModelLock, resolve_payload, run_batch
+from pet.serve.engine import ModelLock, check_payload, resolve_payload, run_batch
 from pet.serve.traditional import load_tier_model
 
 
@@ -156,8 +156,11 @@ class ExpertPool:
         if not domain:
             raise ValueError("ExpertPool.generate needs a domain (multiplexed_model_id)")
         t0 = time.perf_counter()
-        await self.get_adapter(domain)
         payload = resolve_payload(payload, self.cfg.expert.generation)
+        bad = await asyncio.to_thread(check_payload, self.base, payload)
+        if bad is not None:
+            return bad
+        await self.get_adapter(domain)
         if self.batching:
             out = await self._batched((domain, payload))
         else:

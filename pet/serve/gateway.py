@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import time
 from typing import Any
 
@@ -22,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pet.serve.guard import Admission, loads_strict
 from pet.serve.metrics import RequestTimer, gateway_metrics
 from pet.serve.policy import TierCaller
 from pet.serve.schemas import ApiError
@@ -70,20 +70,23 @@ async def _unexpected(request: Request, err: Exception) -> JSONResponse:
     return await _api_error(request, ApiError(500, "internal", f"internal error ({type(err).__name__})"))
 
 
-async def read_json(request: Request, max_bytes: int, timer: RequestTimer | None = None) -> Any:
-    """The decoded JSON body; ApiError 400/413 for empty, oversized or malformed bodies."""
+async def read_json(request: Request, gw: Gateway, timer: RequestTimer | None = None) -> Any:
+    """The decoded JSON body under the gateway's limits; ApiError 400/408/413/422 for what breaks them.
+
+    BodyGuard (``pet.serve.guard``) enforces the deadline and size before Serve admits the request; they are
+    checked again here for graphs started without it (``serve run`` with Serve's own HTTP options).
+    """
     t0 = time.perf_counter()
-    raw = await request.body()
+    g = gw.cfg.serve.gateway
+    try:
+        raw = await asyncio.wait_for(request.body(), timeout=g.body_timeout_s)
+    except TimeoutError:
+        raise ApiError(408, "body_timeout", f"the body did not arrive within {g.body_timeout_s:g} s") from None
     if timer is not None:
         timer.body_s = time.perf_counter() - t0
-    if len(raw) > max_bytes:
-        raise ApiError(413, "too_large", f"the body is {len(raw)} bytes; the limit is {max_bytes}")
-    if not raw.strip():
-        raise ApiError(400, "invalid_json", "the body is empty; send a JSON object")
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ApiError(400, "invalid_json", f"malformed JSON at byte {getattr(err, 'pos', 0)}") from None
+    if len(raw) > g.max_body_bytes:
+        raise ApiError(413, "too_large", f"the body is {len(raw)} bytes; the limit is {g.max_body_bytes}")
+    return loads_strict(raw, g.json_max_depth, g.json_max_items, g.json_max_number_chars)
 
 
 async def open_body(gw: Gateway, data: Any) -> tuple[Any, Any]:
@@ -109,6 +112,14 @@ async def open_body(gw: Gateway, data: Any) -> tuple[Any, Any]:
     return data, None
 
 
+def sealed_error(reply: Any, err: ApiError) -> JSONResponse:
+    """An error answer to an opened envelope, sealed to the device like an answer (plain JSON for plaintext)."""
+    if reply is None:
+        raise err
+    gateway_metrics().observe_error(err.status, err.code)
+    return JSONResponse(seal_reply(reply, err.body()), status_code=err.status, headers=err.headers)
+
+
 def seal_reply(reply: Any, result: dict[str, Any]) -> dict[str, Any]:
     """Wrap a response for an encrypted request."""
     if reply is None:
@@ -126,9 +137,13 @@ async def generate_route(request: Request) -> JSONResponse:
     """POST /v1/generate: plaintext or encrypted; see :meth:`Gateway.generate`."""
     with RequestTimer() as timer:
         gw = gateway_getter()
-        data = await read_json(request, gw.max_body_bytes, timer)
+        data = await read_json(request, gw, timer)
         payload, reply = await open_body(gw, data)
-        result = await gw.generate(payload)
+        try:
+            with gw.admission.slot():
+                result = await gw.generate(payload)
+        except ApiError as err:
+            return sealed_error(reply, err)
         # Metering never fails or delays a user request: the ledger write (an fsync with synchronous=FULL,
         # ~7 ms) runs after the response is on its way; the Meter counts its own failures.
         gw.in_background(gw.meter.arecord_result(result, payload.get("user") or getattr(reply, "user_id", None)))
@@ -196,7 +211,7 @@ class Gateway(TierCaller):
         cfg = PetConfig.model_validate(cfg_dict)
         super().__init__(cfg, traditional, experts)
         self.augmenter = augmenter
-        self.max_body_bytes = max(1 << 20, cfg.serve.gateway.max_prompt_chars * 8)
+        self.admission = Admission(cfg.serve.gateway.max_inflight, cfg.serve.gateway.retry_after_s)
         self._crypto: Any = None
         from pet.ledger import Meter
 

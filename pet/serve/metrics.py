@@ -98,6 +98,10 @@ class GatewayMetrics:
         self.own = Histogram("pet_gateway_own_seconds", "Time the gateway adds to a /v1/generate request, "
                              "excluding the tier calls it awaits and the wait for the request body",
                              buckets=OWN_BUCKETS, registry=r)
+        self.retries = Counter("pet_replica_retries", "Tier calls retried after their replica died in flight",
+                               ["tier"], registry=r)
+        self.expert_down = Gauge("pet_expert_unavailable", "1 while the expert tier is bypassed after a replica "
+                                 "death (requests fall back to T at once)", registry=r)
         self.errors = Counter("pet_client_errors", "Refused requests by HTTP status and code",
                               ["status", "code"], registry=r)
 

@@ -22,6 +22,15 @@ from pet.serve.schemas import ApiError, GenerateRequest, Tier, parse_generate
 log = logging.getLogger("ray.serve")
 
 
+REPLICA_DEATH = frozenset({"ActorDiedError", "RayActorError", "ActorUnavailableError", "ActorUnschedulableError"})
+PROBE_PERIOD_S = 0.5
+
+
+def replica_died(err: BaseException) -> bool:
+    """Whether ``err`` says the replica serving a call died or became unreachable (matched by class name)."""
+    return bool({c.__name__ for c in type(err).__mro__} & REPLICA_DEATH)
+
+
 def fallback_reason(err: BaseException) -> str:
     """A short, fixed reason for an expert failure (used in responses and metric labels)."""
     names = {c.__name__ for c in type(err).__mro__}
@@ -32,11 +41,17 @@ def fallback_reason(err: BaseException) -> str:
         return "corrupt_adapter"
     if "BackPressureError" in names:
         return "overloaded"
-    if names & {"ActorDiedError", "RayActorError", "ActorUnavailableError", "ActorUnschedulableError"}:
+    if names & REPLICA_DEATH:
         return "replica_died"
+    if "ExpertUnavailable" in names:
+        return "expert_unavailable"
     if "UnknownDomainError" in names or "UnknownDomainError" in text:
         return "unknown_domain"
     return "expert_error"
+
+
+class ExpertUnavailable(RuntimeError):
+    """The expert tier is bypassed after a replica death (see :meth:`TierCaller.mark_expert_down`)."""
 
 
 class TierCaller:
@@ -52,6 +67,7 @@ class TierCaller:
         self._router: Any = None
         self._router_failed = False
         self._router_lock = threading.Lock()
+        self._expert_probe: asyncio.Task | None = None
 
     def warm_up(self) -> None:
         """Load the domain router in the background when experts exist, so the first auto request is fast."""
@@ -120,17 +136,38 @@ class TierCaller:
     # -- tier calls -----------------------------------------------------------------------------------------
 
     async def call_t(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """T's answer; BackPressure -> 503, deadline -> 504."""
+        """T's answer. A replica that dies in flight is retried (``replica_retries``; generation is idempotent),
+        then 503 with Retry-After; queue full -> 503; deadline -> 504; any other failure -> 502."""
+        gw = self.cfg.serve.gateway
+        deadline = time.monotonic() + gw.request_timeout_s
+        for attempt in range(gw.replica_retries + 1):
+            try:
+                return await self._call_t_once(payload, deadline)
+            except ApiError:
+                raise
+            except Exception as err:
+                if not replica_died(err):
+                    log.warning("pet gateway: T failed (%s)", type(err).__name__)
+                    raise ApiError(502, "tier_failed", f"the traditional model failed ({type(err).__name__})") \
+                        from None
+                if attempt < gw.replica_retries:
+                    self.metrics.retries.labels(tier="t").inc()
+                    log.warning("pet gateway: T replica died in flight; retrying (%d/%d)", attempt + 1,
+                                gw.replica_retries)
+        raise ApiError(503, "replica_unavailable", "the traditional model's replica is restarting; retry later",
+                       {"Retry-After": str(gw.retry_after_s)})
+
+    async def _call_t_once(self, payload: dict[str, Any], deadline: float) -> dict[str, Any]:
         from ray.serve.exceptions import BackPressureError
 
         t0 = time.perf_counter()
         resp = self.traditional.generate.remote(payload)
         out = None
         try:
-            out = await asyncio.wait_for(_await(resp), timeout=self.cfg.serve.gateway.request_timeout_s)
+            out = await asyncio.wait_for(_await(resp), timeout=max(0.0, deadline - time.monotonic()))
         except BackPressureError:
             raise ApiError(503, "overloaded", "the traditional model's queue is full; retry later",
-                           {"Retry-After": "1"}) from None
+                           {"Retry-After": str(self.cfg.serve.gateway.retry_after_s)}) from None
         except TimeoutError:
             resp.cancel()
             raise ApiError(504, "timeout", "the traditional model did not answer in time") from None
@@ -140,6 +177,30 @@ class TierCaller:
         if "error" in out:
             raise ApiError(422, "invalid_prompt", out["error"])
         return out
+
+    # -- expert availability ---------------------------------------------------------------------------------
+
+    def expert_down(self) -> bool:
+        """True while the expert tier is bypassed: a replica died and no probe has reached a live one since."""
+        return self._expert_probe is not None and not self._expert_probe.done()
+
+    def mark_expert_down(self) -> None:
+        """Bypass E (fall back to T at once) until a probe reaches a live expert replica again."""
+        if self.expert_down():
+            return
+        self.metrics.expert_down.set(1)
+        self._expert_probe = asyncio.get_running_loop().create_task(self._probe_expert())
+
+    async def _probe_expert(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_PERIOD_S)
+            try:
+                await asyncio.wait_for(_await(self.experts.stats.remote()), timeout=2.0)
+                break
+            except Exception:
+                continue  # still restarting
+        self.metrics.expert_down.set(0)
+        log.warning("pet gateway: the expert tier answers again")
 
     async def call_e(self, domain: str, payload: dict[str, Any]) -> dict[str, Any]:
         """E's answer for ``domain``; raises on failure or after ``expert.timeout_s``."""
@@ -176,7 +237,8 @@ class TierCaller:
             raise ApiError(422, "invalid_request", f"max_new_tokens: must be <= {limit}")
         domain = req.domain
         if domain is not None and domain not in self.domains(refresh=True):
-            raise ApiError(404, "unknown_domain", f"no expert domain named {domain!r} is registered")
+            raise ApiError(404, "unknown_domain",
+                           "the requested expert domain is not registered (GET /v1/experts lists them)")
         base = {"prompt": req.prompt_value(), "max_new_tokens": req.max_new_tokens,
                 "temperature": req.temperature, "top_p": req.top_p}
         if req.tier is not Tier.t and domain is None:
@@ -190,12 +252,16 @@ class TierCaller:
         if req.tier is not Tier.t and domain is not None:
             escalation.append("e")
             try:
+                if self.expert_down():
+                    raise ExpertUnavailable
                 answer = await self.call_e(domain, base)
                 tier = "e"
             except ApiError:
                 raise
             except Exception as err:
                 fallback_why = fallback_reason(err)
+                if fallback_why == "replica_died":
+                    self.mark_expert_down()
                 self.metrics.fallbacks.labels(reason=fallback_why).inc()
                 self.metrics.requests.labels(tier="e", outcome="failed").inc()
                 log.warning("pet gateway: expert failed (%s); answering from T", fallback_why)

@@ -11,7 +11,17 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ApiError(Exception):
@@ -29,6 +39,16 @@ class ApiError(Exception):
         return {"error": {"code": self.code, "message": self.message, "status": self.status}}
 
 
+def unicode_text(value: str | None) -> str | None:
+    """``value`` if it can be encoded as UTF-8; a lone surrogate (JSON ``"\\ud800"``) is refused by name only."""
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("not valid Unicode text (an unpaired surrogate)") from None
+    return value
+
+
 class Tier(StrEnum):
     """Which cloud tier answers: T, E, or let the gateway choose."""
 
@@ -42,8 +62,10 @@ class Message(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    role: str = Field(pattern="^(system|user|assistant)$")
-    content: str
+    role: StrictStr = Field(pattern="^(system|user|assistant)$")
+    content: StrictStr
+
+    _content_is_text = field_validator("content")(lambda v: unicode_text(v))
 
 
 class GenerateRequest(BaseModel):
@@ -51,15 +73,17 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str | None = Field(None, min_length=1, description="one user turn")
+    prompt: StrictStr | None = Field(None, min_length=1, description="one user turn")
     messages: list[Message] | None = Field(None, min_length=1, description="a chat transcript")
     tier: Tier = Tier.auto
-    domain: str | None = Field(None, min_length=1, max_length=128)
-    max_new_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=5)
-    top_p: float | None = Field(None, gt=0, le=1)
-    user: str | None = Field(None, max_length=256)
-    request_id: str | None = Field(None, min_length=1, max_length=128)
+    domain: StrictStr | None = Field(None, min_length=1, max_length=128)
+    max_new_tokens: StrictInt | None = Field(None, ge=1)
+    temperature: StrictFloat | None = Field(None, ge=0, le=5)
+    top_p: StrictFloat | None = Field(None, gt=0, le=1)
+    user: StrictStr | None = Field(None, max_length=256)
+    request_id: StrictStr | None = Field(None, min_length=1, max_length=128)
+
+    _text = field_validator("prompt", "domain", "user", "request_id")(lambda v: unicode_text(v))
 
     @model_validator(mode="after")
     def _one_input(self) -> GenerateRequest:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ray import serve
 
-from pet.serve.engine import ModelLock, generation_result, resolve_payload, run_batch
+from pet.serve.engine import ModelLock, check_payload, generation_result, resolve_payload, run_batch
 
 
 def load_tier_model(model_ref: str, models_dir: str | None, threads: int) -> Any:
@@ -61,6 +61,9 @@ class Traditional:
         """Answer one payload; the result carries ``text``, ``signals``, ``usage`` (or ``error``)."""
         t0 = time.perf_counter()
         payload = resolve_payload(payload, self.cfg.traditional.generation)
+        bad = await asyncio.to_thread(check_payload, self.lm, payload)
+        if bad is not None:
+            return bad
         if self.batching:
             out = await self._batched(payload)
         else:
@@ -73,6 +76,7 @@ class Traditional:
 
         payload = resolve_payload(payload, self.cfg.traditional.generation)
         lm = self.lm
+        lm.check_prompt(payload["prompt"])  # PromptError before the stream starts
         text = lm.render(payload["prompt"])
         enc = lm.tokenizer(text, return_tensors="pt", add_special_tokens=False)
         streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=120)

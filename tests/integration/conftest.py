@@ -72,8 +72,9 @@ def test_config_dict(root: Path, port: int, direct_port: int | None = None) -> d
         "crypto": {"allow_plaintext": True, "keys_dir": str(root / "keys")},
         "ledger": {"path": str(root / "ledger.sqlite")},
         "serve": {"http": {"host": "127.0.0.1", "port": port, "direct_port": direct_port},
-                  "gateway": {"max_prompt_chars": 500, "request_timeout_s": 60.0,
-                              "deployment": {**fast, "max_ongoing_requests": 64, "max_queued_requests": -1}}},
+                  "gateway": {"max_prompt_chars": 500, "request_timeout_s": 60.0, "max_inflight": 12,
+                              "body_timeout_s": 3.0,
+                              "deployment": {**fast, "max_ongoing_requests": 32, "max_queued_requests": 32}}},
     }
 
 
@@ -87,7 +88,7 @@ def _serve_env(tmp_path_factory, real_lm_dir):
     from pet.experts.registry import ExpertRegistry
     from pet.models.embed import Embedder
     from pet.serve.app import build_app, logging_config
-    from pet.serve.control import find_direct_url, serve_env, wait_healthy
+    from pet.serve.control import find_direct_url, http_options, serve_env, wait_healthy
 
     root = tmp_path_factory.mktemp("serve")
     adapter = make_lora_adapter(real_lm_dir, root / "adapter-src")
@@ -114,7 +115,7 @@ def _serve_env(tmp_path_factory, real_lm_dir):
     for attempt in range(3):
         try:
             ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-            serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=logging_config(cfg))
+            serve.start(http_options=http_options(cfg, port), logging_config=logging_config(cfg))
             break
         except Exception:
             if ray.is_initialized():

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from pet.config.schema import PetConfig
 from pet.ledger import Ledger
+from pet.serve.guard import Admission
 from pet.serve.routes._openai_shapes import StopScanner
 from pet.serve.routes.openai import register_routes
 from pet.serve.schemas import ApiError
@@ -70,6 +71,7 @@ class FakeGateway:
 
     def __init__(self, cfg: PetConfig):
         self.cfg = cfg
+        self.admission = Admission(cfg.serve.gateway.max_inflight, cfg.serve.gateway.retry_after_s)
         self.traditional = FakeTraditional()
         self.payloads: list[dict] = []
         self.raise_error: Exception | None = None

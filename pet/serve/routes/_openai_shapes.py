@@ -10,7 +10,17 @@ import time
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 MODEL_AUTO = "pet-auto"
 MODEL_T = "pet-t"
@@ -46,7 +56,7 @@ class OpenAIError(Exception):
         code = getattr(err, "code", None) or "internal"
         message = getattr(err, "message", None) or f"internal error ({type(err).__name__})"
         if code == "unknown_domain" and model and model.startswith(EXPERT_PREFIX):
-            return cls(404, f"the model {model!r} does not exist (no such expert domain)", "model_not_found", "model")
+            return cls(404, "the requested model does not exist (no such expert domain)", "model_not_found", "model")
         if status == 422:  # OpenAI reports invalid parameters as 400
             status = 400
         if code == "prompt_too_long":
@@ -59,14 +69,14 @@ class ChatMessage(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    role: str
-    content: str | list[dict[str, Any]] | None = None
+    role: StrictStr
+    content: StrictStr | list[dict[str, Any]] | None = None
 
     def to_pet(self, index: int) -> dict[str, str]:
         """The {role, content} dict the tiers take; ``developer`` counts as ``system``."""
         role = "system" if self.role == "developer" else self.role
         if role not in ("system", "user", "assistant"):
-            raise OpenAIError(400, f"messages[{index}].role {self.role!r} is not supported (system, developer, "
+            raise OpenAIError(400, f"messages[{index}].role is not supported (use system, developer, "
                               "user, assistant)", "invalid_value", f"messages[{index}].role")
         if isinstance(self.content, str):
             return {"role": role, "content": self.content}
@@ -87,18 +97,18 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str = Field(min_length=1, max_length=200)
+    model: StrictStr = Field(min_length=1, max_length=200)
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: dict[str, Any] | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    n: int | None = Field(None, ge=1)
-    stop: str | list[str] | None = None
-    user: str | None = Field(None, max_length=256)
-    safety_identifier: str | None = Field(None, max_length=256)
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    temperature: StrictFloat | None = Field(None, ge=0, le=2)
+    top_p: StrictFloat | None = Field(None, gt=0, le=1)
+    n: StrictInt | None = Field(None, ge=1)
+    stop: StrictStr | list[StrictStr] | None = None
+    user: StrictStr | None = Field(None, max_length=256)
+    safety_identifier: StrictStr | None = Field(None, max_length=256)
 
     @field_validator("stop")
     @classmethod
@@ -157,7 +167,7 @@ def tier_of(model: str, domains: list[str]) -> tuple[str, str | None]:
         return "t", None
     if model.startswith(EXPERT_PREFIX) and model[len(EXPERT_PREFIX):] in domains:
         return "e", model[len(EXPERT_PREFIX):]
-    raise OpenAIError(404, f"the model {model!r} does not exist; GET /v1/models lists "
+    raise OpenAIError(404, "the requested model does not exist; GET /v1/models lists "
                       f"{MODEL_AUTO}, {MODEL_T} and {EXPERT_PREFIX}<domain>", "model_not_found", "model")
 
 

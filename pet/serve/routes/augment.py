@@ -25,19 +25,23 @@ def register_routes(app: Any, gateway_getter: Callable[[], Any]) -> None:
         """POST /v1/augment: generate filtered synthetic samples from a user's shared samples."""
         # Imported here: the gateway module imports this package while it is itself being imported.
         from pet.personalize.augment import AugmentRequestError, parse_request
-        from pet.serve.gateway import open_body, read_json, seal_reply
+        from pet.serve.gateway import open_body, read_json, seal_reply, sealed_error
         from pet.serve.schemas import ApiError
 
         gw = gateway_getter()
-        data = await read_json(request, gw.max_body_bytes)
+        data = await read_json(request, gw)
         payload, reply = await open_body(gw, data)
         try:
-            parse_request(payload, gw.cfg.personalization)
-        except AugmentRequestError as err:
-            raise ApiError(400, "invalid_request", str(err)) from None
-        if getattr(gw, "augmenter", None) is None:
-            raise ApiError(503, "no_augmenter", "this gateway has no Augmenter deployment")
-        result = await gw.augmenter.augment.remote(payload)
+            try:
+                parse_request(payload, gw.cfg.personalization)
+            except AugmentRequestError as err:
+                raise ApiError(400, "invalid_request", str(err)) from None
+            if getattr(gw, "augmenter", None) is None:
+                raise ApiError(503, "no_augmenter", "this gateway has no Augmenter deployment")
+            with gw.admission.slot():
+                result = await gw.augmenter.augment.remote(payload)
+        except ApiError as err:
+            return sealed_error(reply, err)
         user, rid = getattr(reply, "user_id", None), getattr(reply, "request_id", None)
         meter = getattr(gw, "meter", None)
         if meter is not None and user and rid and result.get("samples"):

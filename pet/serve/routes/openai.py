@@ -33,6 +33,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from pet.serve.policy import replica_died
 from pet.serve.routes._openai_shapes import (
     EXPERT_PREFIX,
     MODEL_T,
@@ -47,10 +48,10 @@ from pet.serve.routes._openai_shapes import (
     tier_of,
     usage_dict,
 )
+from pet.serve.schemas import ApiError
 
 log = logging.getLogger("ray.serve")
 STARTED = int(time.time())
-MAX_BODY_BYTES = 4 << 20
 # keyed weakly by the gateway object: an id() could be reused by a later gateway in the same process
 _METERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -104,6 +105,15 @@ def count_stream_tokens(cfg: Any, messages: list[dict[str, str]], text: str) -> 
         log.warning("pet openai: token counting fell back to an estimate (%s)", type(err).__name__)
         chars = sum(len(m["content"]) for m in messages)
         return max(1, chars // 4), max(1, len(text) // 4) if text else 0, True
+
+
+async def _released(stream: AsyncIterator[bytes], release: Callable[[], None]) -> AsyncIterator[bytes]:
+    """``stream`` that gives its admission slot back when it ends, fails or the client goes away."""
+    try:
+        async for piece in stream:
+            yield piece
+    finally:
+        release()
 
 
 def _sse(obj: Any) -> bytes:
@@ -191,9 +201,13 @@ class _Call:
             raise OpenAIError(504, "the traditional model did not answer in time", "timeout") from None
         except Exception as err:
             # matched by name: importing ray.serve here would cost seconds in every process that imports routes
+            retry = {"Retry-After": str(self.gw.cfg.serve.gateway.retry_after_s)}
             if "BackPressureError" in {c.__name__ for c in type(err).__mro__}:
                 raise OpenAIError(503, "the traditional model's queue is full; retry later", "overloaded",
-                                  headers={"Retry-After": "1"}) from None
+                                  headers=retry) from None
+            if replica_died(err):
+                raise OpenAIError(503, "the traditional model's replica is restarting; retry later",
+                                  "replica_unavailable", headers=retry) from None
             raise OpenAIError(502, f"the traditional model failed ({type(err).__name__})", "stream_failed") from None
         return gen, first
 
@@ -289,20 +303,27 @@ def register_routes(app: Any, gateway_getter: Callable[[], Any]) -> None:
         try:
             gw = live_gateway()
             check_plaintext(gw)
-            raw = await request.body()
-            if len(raw) > MAX_BODY_BYTES:
-                raise OpenAIError(413, f"the body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}", "too_large")
+            from pet.serve.gateway import read_json
+
             try:
-                data = json.loads(raw) if raw.strip() else None
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise OpenAIError(400, "the body is not valid JSON", "invalid_json") from None
+                data = await read_json(request, gw)
+            except Exception as err:  # ApiError 400/408/413/422 from the body's limits
+                raise OpenAIError.from_gateway(err) from None
             call = _Call(gw, data, request.headers)
             headers = {"X-Request-Id": call.rid}
+            admission = gw.admission
             if call.req.stream and call.req.model == MODEL_T:
-                gen, first = await call.t_stream()
-                return StreamingResponse(call.sse_t(gen, first), media_type="text/event-stream",
+                admission.acquire()  # held until the stream ends
+                try:
+                    gen, first = await call.t_stream()
+                except BaseException:
+                    admission.release()
+                    raise
+                return StreamingResponse(_released(call.sse_t(gen, first), admission.release),
+                                         media_type="text/event-stream",
                                          headers=headers | {"Cache-Control": "no-cache"})
-            result = await call.generate()
+            with admission.slot():
+                result = await call.generate()
             u = result["usage"]
             metered = await call.meter(result["tier"], u["prompt_tokens"], u["completion_tokens"])
             if call.req.stream:
@@ -314,6 +335,8 @@ def register_routes(app: Any, gateway_getter: Callable[[], Any]) -> None:
             return JSONResponse(body, headers=headers)
         except OpenAIError as err:
             return error_response(err)
+        except ApiError as err:  # the gateway's own refusals (admission 503) in OpenAI's shape
+            return error_response(OpenAIError.from_gateway(err))
         except Exception as err:  # never a bare 500 page; the message names the class, never request content
             log.warning("pet openai: unexpected %s", type(err).__name__)
             return error_response(OpenAIError(500, f"internal error ({type(err).__name__})", "internal"))
