@@ -121,13 +121,10 @@ def _build(args: argparse.Namespace) -> int:
     header = (f"# Ray Serve config written by `pet build {args.file}`; deploy with `serve deploy {args.output}`\n"
               f"# (on a running cluster) or `serve run {args.output}`. The pet YAML is the source of truth.\n")
     from pet.serve.control import env_assignments, serve_env
-    from pet.serve.guard import guard_env
 
-    # Serve reads these when its processes start: the cluster's `ray start` must have them. guard_env puts
-    # the BodyGuard (body deadline, size caps) in front of the cluster's proxy through Ray's own hook.
-    env = serve_env(cfg) | guard_env(cfg)
-    header += ("# serve.http.direct_port / serve.throughput_optimized and the body guard: start the cluster's Ray "
-               f"with\n#   {env_assignments(env)} ray start ...\n")
+    # Serve reads these when its processes start: the cluster's `ray start` must have them (the body guard
+    # in front of Serve's admission, serve.http.direct_port, serve.throughput_optimized).
+    header += f"# start the cluster's Ray with\n#   {env_assignments(serve_env(cfg))} ray start ...\n"
     atomic_write_text(args.output, header + yaml.safe_dump(data, sort_keys=False))
     print(args.output)
     return 0

@@ -266,9 +266,10 @@ class DeviceClient:
             return self.http.request("POST", "/v1/generate", payload)
         envelope, pending = crypto.seal(payload)
         status, body = self.http.request("POST", "/v1/generate", {"pet_envelope": envelope})
-        if status == 200:
-            if not isinstance(body, dict) or "pet_envelope" not in body:
-                raise GatewayError("gateway answered an encrypted request in plaintext", status)
+        sealed = isinstance(body, dict) and "pet_envelope" in body
+        if status == 200 and not sealed:
+            raise GatewayError("gateway answered an encrypted request in plaintext", status)
+        if sealed:  # the answer, or an error about the opened request's content, sealed to this device
             try:
                 return status, pending.open(body["pet_envelope"])
             except Exception:  # EnvelopeError and malformed envelopes alike: never trust the reply

@@ -81,8 +81,16 @@ class HttpAugmentClient(AugmentClient):
             envelope, pending = DeviceCrypto(keys, self.user_id).seal(payload)
         except ValueError as err:
             raise AugmentClientError(f"cannot encrypt to this gateway: {err}") from None
-        body = self._check(http.post(f"{self.url}/v1/augment", json={"pet_envelope": envelope}),
-                           "POST /v1/augment")
+        resp = http.post(f"{self.url}/v1/augment", json={"pet_envelope": envelope})
+        if resp.status_code != 200:
+            try:  # an error about the opened request comes back sealed like an answer
+                err = pending.open(resp.json()["pet_envelope"]).get("error", {})
+                detail = f"{err.get('code')}: {err.get('message')}"
+            except Exception:
+                detail = None
+            if detail is not None:
+                raise AugmentClientError(f"POST /v1/augment failed with HTTP {resp.status_code} ({detail})")
+        body = self._check(resp, "POST /v1/augment")
         sealed = body.get("pet_envelope") if isinstance(body, dict) else None
         if sealed is None:
             raise AugmentClientError("the gateway answered an encrypted request in plaintext")

@@ -86,5 +86,15 @@ class GatewayClient:
         if not self.encrypts():
             return self._json(self.http.post(f"{self.url}/v1/generate", json=payload))
         envelope, pending = self._device_crypto().seal(payload)
-        body = self._json(self.http.post(f"{self.url}/v1/generate", json={"pet_envelope": envelope}))
-        return pending.open(body["pet_envelope"])
+        r = self.http.post(f"{self.url}/v1/generate", json={"pet_envelope": envelope})
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and "pet_envelope" in body:  # answers and errors to an opened envelope
+            body = pending.open(body["pet_envelope"])
+            if r.status_code >= 400:
+                err = body.get("error", {}) if isinstance(body, dict) else {}
+                raise GatewayError(r.status_code, err.get("code", "http_error"), err.get("message", ""))
+            return body
+        return self._json(r)

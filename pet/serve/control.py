@@ -53,8 +53,14 @@ DIRECT_PORT_SPAN = 64  # direct-ingress ports per deployment: one per ingress re
 
 
 def serve_env(cfg: PetConfig) -> dict[str, str]:
-    """Environment Serve reads when its processes start: direct ingress and the throughput switch."""
-    env: dict[str, str] = {}
+    """Environment Serve reads when its processes start: the body guard, direct ingress, the throughput switch.
+
+    The guard (:mod:`pet.serve.guard`) rides on Ray's ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH`` hook, which
+    both the HTTP proxy and each direct-ingress server apply in front of Serve's own admission.
+    """
+    from pet.serve.guard import guard_env
+
+    env: dict[str, str] = guard_env(cfg)
     if cfg.serve.throughput_optimized:
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     port = cfg.serve.http.direct_port
@@ -67,15 +73,9 @@ def serve_env(cfg: PetConfig) -> dict[str, str]:
 
 
 def http_options(cfg: PetConfig, port: int | None = None) -> dict[str, Any]:
-    """``serve.start`` HTTP options: bind address, port and the BodyGuard middleware (``pet.serve.guard``).
-
-    Serve applies these middlewares in its proxy and in every direct-ingress server, in front of its own
-    admission, so a stalled upload never holds a Gateway slot.
-    """
-    from pet.serve.guard import http_middlewares
-
-    return {"host": cfg.serve.http.host, "port": cfg.serve.http.port if port is None else port,
-            "middlewares": http_middlewares(cfg)}
+    """``serve.start`` HTTP options: bind address and port. (The BodyGuard comes through :func:`serve_env`:
+    Serve 2.60 refuses middlewares in HTTP options but applies the ones its proxy hook names.)"""
+    return {"host": cfg.serve.http.host, "port": cfg.serve.http.port if port is None else port}
 
 
 def env_assignments(env: dict[str, str]) -> str:

@@ -1,9 +1,10 @@
 """What the gateway refuses before any work: stalled or oversized uploads, hostile JSON, load over capacity.
 
 - :class:`BodyGuard` is a pure ASGI middleware that Serve runs *in front of its own admission*: in the HTTP
-  proxy and in each Gateway replica's direct-ingress server (``serve.start(http_options={"middlewares": ...})``,
-  see :func:`http_middlewares`; on a cluster started by ``ray start``, Ray's own hook
-  ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=pet.serve.guard:proxy_middlewares``). It reads the whole body
+  proxy and in each Gateway replica's direct-ingress server, through Ray's hook
+  ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=pet.serve.guard:proxy_middlewares`` (set with its limits by
+  :func:`guard_env` in the environment Ray starts with: ``pet deploy`` does it, ``pet build`` prints it for
+  a cluster's ``ray start``). It reads the whole body
   under a deadline before the request reaches a replica, so a client that sends headers and then stalls holds a
   socket and a coroutine, never one of the Gateway's ``max_ongoing_requests`` slots: ``/healthz`` and other
   clients keep answering. It also caps header and body size.
@@ -122,13 +123,6 @@ def guard_options(cfg: Any) -> dict[str, Any]:
     gw = cfg.serve.gateway
     return {"body_timeout_s": gw.body_timeout_s, "max_body_bytes": gw.max_body_bytes,
             "max_header_bytes": gw.max_header_bytes}
-
-
-def http_middlewares(cfg: Any) -> list[Any]:
-    """Serve ``http_options["middlewares"]``: applied by the proxy and by every direct-ingress server."""
-    from starlette.middleware import Middleware
-
-    return [Middleware(BodyGuard, **guard_options(cfg))]
 
 
 def guard_env(cfg: Any) -> dict[str, str]:

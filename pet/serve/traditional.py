@@ -106,8 +106,10 @@ class Traditional:
 
     def stats(self) -> dict[str, Any]:
         """Replica facts for `pet status` (no request content)."""
+        import ray
+
         return {"pid": os.getpid(), "batching": self.batching, "batch_sizes": dict(self.batch_sizes),
-                "model": self.lm.name}
+                "model": self.lm.name, "actor_name": ray.get_runtime_context().get_actor_name()}
 
     def check_health(self) -> None:
         """Serve health check: the model must still be loaded."""

@@ -132,7 +132,7 @@ def test_queue_full_is_503_with_retry_after(serve_url, serve_config):
     assert set(codes) <= {200, 503}, codes
     full = [r for r in rs if r.status_code == 503]
     assert full and codes.count(200) >= dep.max_ongoing_requests
-    assert full[0].headers["retry-after"] == "1" and full[0].json()["error"]["code"] == "overloaded"
+    assert all(r.headers["retry-after"] == "1" and r.json()["error"]["code"] == "overloaded" for r in full)
 
 
 def test_metrics_count_requests_without_prompt_text(serve_url):

@@ -43,6 +43,7 @@ def test_pet_build_output_passes_serve_schema(tmp_path, serve_config):
     # Direct ingress is an environment switch of the cluster: the header says how to start its Ray.
     port = serve_config.serve.http.direct_port
     assert f"RAY_SERVE_ENABLE_DIRECT_INGRESS=1 RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT={port}" in out.read_text()
+    assert "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=pet.serve.guard:proxy_middlewares" in out.read_text()
     parsed = ServeDeploySchema.model_validate(yaml.safe_load(out.read_text()))
     app = parsed.applications[0]
     assert app.import_path == "pet.serve.app:app_builder" and app.args == {"config": str(src.resolve())}
@@ -123,7 +124,12 @@ def test_killing_the_expert_replica_loses_no_request(serve_url, serve_config):
     assert [r.status_code for r in rs] == [200] * n, [r.text[:200] for r in rs]
     assert all(r.json()["text"].strip() for r in rs)
     reasons = {r.json()["fallback_reason"] for r in rs if r.json()["fallback"]}
-    assert reasons <= {"replica_died", "expert_error", "timeout"}
+    assert reasons <= {"replica_died", "expert_error", "timeout", "expert_unavailable"}
+    # While the replacement loads, tier "e" falls back to T at once instead of waiting for it.
+    t0 = time.monotonic()
+    r = post(serve_url, {**body, "max_new_tokens": 2})
+    assert r.status_code == 200 and r.json()["fallback_reason"] == "expert_unavailable", r.text
+    assert time.monotonic() - t0 < 10.0
     # Serve replaces the replica; E answers again (bounded wait so later tests see a healthy graph).
     deadline = time.monotonic() + 120
     while True:

@@ -242,17 +242,32 @@ def test_request_timer_splits_own_time_from_downstream_awaits():
 def test_serve_env_follows_the_config():
     """Direct ingress and the throughput switch become the environment a local Ray starts with."""
     from pet.serve.control import base_url, env_assignments, serve_env
+    from pet.serve.guard import guard_env
 
     cfg = parse_config({"serve": {"http": {"host": "0.0.0.0", "port": 8200, "direct_port": 9000},
                                   "route_prefix": "/pet/"}})
+    guard = guard_env(cfg)  # the body guard is always part of the environment
+    assert guard["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == "pet.serve.guard:proxy_middlewares"
     env = serve_env(cfg)
-    assert env == {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "9000",
-                   "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "9063"}
-    assert env_assignments(env).startswith("RAY_SERVE_ENABLE_DIRECT_INGRESS=1 RAY_SERVE_DIRECT_INGRESS_MIN")
+    assert env == guard | {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "9000",
+                           "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "9063"}
+    assert "RAY_SERVE_ENABLE_DIRECT_INGRESS=1 RAY_SERVE_DIRECT_INGRESS_MIN" in env_assignments(env)
     assert base_url(cfg) == "http://127.0.0.1:8200/pet"
     # the throughput switch alone would turn direct ingress on; a config without direct_port keeps it off
     off = parse_config({"serve": {"http": {"direct_port": None}, "throughput_optimized": True}})
-    assert serve_env(off) == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
-    assert serve_env(parse_config({"serve": {"http": {"direct_port": None}}})) == {}
+    assert serve_env(off) == guard | {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+    assert serve_env(parse_config({"serve": {"http": {"direct_port": None}}})) == guard
+
+
+def test_the_proxy_hook_builds_the_guard_from_the_environment(monkeypatch):
+    """What Ray's proxy and direct-ingress servers call: a BodyGuard with the config's limits."""
+    from pet.serve.guard import BodyGuard, guard_env, proxy_middlewares
+
+    cfg = parse_config({"serve": {"gateway": {"body_timeout_s": 2.5, "max_header_bytes": 4096}}})
+    for k, v in guard_env(cfg).items():
+        monkeypatch.setenv(k, v)
+    (mw,) = proxy_middlewares()
+    guard = mw.cls(lambda *a: None, *mw.args, **mw.kwargs)
+    assert isinstance(guard, BodyGuard) and guard.body_timeout_s == 2.5 and guard.max_header_bytes == 4096
     with pytest.raises(Exception, match="direct_port"):
         parse_config({"serve": {"http": {"direct_port": 80}}})
