@@ -1,18 +1,23 @@
-"""Device latency benchmark: PyTorch fp32 vs onnxruntime fp32 / int8 / int4 bundles of SmolLM2-135M, and
-the distilled student, one thread each, side by side in one run.
+"""Device latency benchmark: SmolLM2-135M bundles in every weight format, each with pet's onnxruntime loop and
+with onnxruntime-genai, side by side in one run (issue 25).
 
     python benchmarks/device_latency.py                       # builds missing bundles under models/bundles/
     python benchmarks/device_latency.py --skip-build --new-tokens 32
+    python benchmarks/device_latency.py --formats none int8 int8-shared --runtimes ort genai
     python benchmarks/device_latency.py --profile models/bundles/smollm2-int8   # per-op ms of a decode step
 
 Writes benchmarks/results/device_latency.json and .png. Every variant runs in its own subprocess (its own
-peak RSS). Decode speed is reported from wall time and from process CPU time: on a shared machine the
-CPU-time number is the one that says what the device would do alone.
+peak RSS): decode tok/s on 1 and 2 threads, TTFT 16/128/512 against the compute roofline, peak RSS, bundle MB,
+perplexity ratio and greedy agreement vs fp32 (the bundle's parity record), genai's agreement with pet's loop,
+and the share of the memory-bandwidth bound. Decode speed is also reported from process CPU time: on a shared
+machine the CPU-time number is the one that says what the device would do alone. The machine, its vector
+extensions and the load average before and after are in the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,12 +29,16 @@ from pet.device.bench import profile_ops, run_device_bench  # noqa: E402
 from pet.export.bundle import export_bundle  # noqa: E402
 from pet.paths import models_dir  # noqa: E402
 
+FORMATS = ("none", "int8", "int4", "int8-shared", "int8b64-shared", "int4-shared")
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--student", default=str(models_dir() / "students" / "p10" / "model"),
-                    help="distilled student model folder (skipped if missing)")
     ap.add_argument("--skip-build", action="store_true", help="only benchmark bundles that exist")
+    ap.add_argument("--build-only", action="store_true", help="build the missing bundles, then stop")
+    ap.add_argument("--formats", nargs="+", default=list(FORMATS), help=f"bundle formats (default {FORMATS})")
+    ap.add_argument("--runtimes", nargs="+", default=["ort", "genai"], help="device runtimes (default ort genai)")
+    ap.add_argument("--compare-torch", action="store_true", help="also PyTorch fp32 (the older tables' baseline)")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "device_latency"))
@@ -47,27 +56,27 @@ def main() -> int:
 
     base = models_dir() / "smollm2-135m-instruct"
     bdir = models_dir() / "bundles"
-    # (bundle folder, source model, quantisation, exporter, label)
-    wanted = [("smollm2-fp32", base, "none", "pet", "ort-fp32:smollm2"),
-              ("smollm2-int8-optimum", base, "int8", "optimum", "ort-int8-optimum:smollm2"),
-              ("smollm2-int8", base, "int8", "pet", "ort-int8:smollm2"),
-              ("smollm2-int4", base, "int4", "pet", "ort-int4:smollm2")]
-    if Path(args.student, "config.json").is_file():
-        wanted.append(("p10-int8", Path(args.student), "int8", "pet", "ort-int8:student-10L"))
     bundles, labels = [], []
-    for name, src, q, exporter, label in wanted:
-        path = bdir / name
+    fp32_onnx = bdir / "smollm2-fp32" / "model.onnx"
+    for q in args.formats:
+        path = bdir / ("smollm2-fp32" if q == "none" else f"smollm2-{q}")
         if not (path / "bundle.json").is_file():
             if args.skip_build:
                 continue
             t = time.perf_counter()
-            print(f"building {path} from {src} ({q}) ...", flush=True)
-            export_bundle(src, path, quantize=q, exporter=exporter, log=lambda m: print(f"  {m}", flush=True))
+            print(f"building {path} from {base} ({q}) ...", flush=True)
+            export_bundle(base, path, quantize=q, exporter="pet", replace=True,
+                          from_onnx=fp32_onnx if fp32_onnx.is_file() and q != "none" else None,
+                          log=lambda m: print(f"  {m}", flush=True))
             print(f"  built in {time.perf_counter() - t:.0f} s", flush=True)
         bundles.append(str(path))
-        labels.append(label)
-    run_device_bench(bundles, compare_torch=True, new_tokens=args.new_tokens, repeats=args.repeats,
-                     json_out=f"{args.out}.json", plot_out=f"{args.out}.png", labels=labels)
+        labels.append(f"{'fp32' if q == 'none' else q}:smollm2")
+    if args.build_only:
+        return 0
+    print(f"load before the run: {os.getloadavg()[0]:.2f}", flush=True)
+    run_device_bench(bundles, compare_torch=args.compare_torch, new_tokens=args.new_tokens, repeats=args.repeats,
+                     json_out=f"{args.out}.json", plot_out=f"{args.out}.png", labels=labels,
+                     runtimes=args.runtimes)
     print(f"results: {args.out}.json, {args.out}.png")
     return 0
 

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print each answer as one JSON line")
     p.add_argument("--allow-unsigned", action="store_true",
                    help="development only: run a device bundle that carries no signature")
+    p.add_argument("--runtime", choices=("ort", "genai"), default=None,
+                   help="device runtime: ort (pet's loop over onnxruntime) or genai (onnxruntime-genai); "
+                        "default: pet.device.runtime.DEFAULT_RUNTIME")
     p.set_defaults(func=_chat)
 
 
@@ -56,12 +59,12 @@ def _chat(args: argparse.Namespace) -> int:
     bundle = args.bundle or cfg.personal.bundle
     if not bundle:
         raise CLIError("no bundle: pass --bundle or set personal.bundle in the config")
-    from pet.device.runtime import BundleError, DeviceModel
+    from pet.device.runtime import BundleError, load_model
     from pet.security.signing import trusted_public_key_path
 
     try:
-        personal = DeviceModel.load(bundle, num_threads=cfg.personal.num_threads,
-                                    public_key=trusted_public_key_path(cfg), allow_unsigned=args.allow_unsigned)
+        personal = load_model(bundle, runtime=args.runtime, num_threads=cfg.personal.num_threads,
+                              public_key=trusted_public_key_path(cfg), allow_unsigned=args.allow_unsigned)
     except BundleError as err:
         raise CLIError(str(err)) from None
     try:

@@ -29,6 +29,8 @@ def _group(sub: argparse._SubParsersAction, name: str, help_text: str, dest: str
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``distill``, ``export``, ``device`` and ``bench device``."""
+    from pet.device.bundle import QUANTIZATIONS
+    from pet.device.runtime import DEFAULT_RUNTIME, RUNTIMES
     from pet.distill.student import LAYER_SELECTIONS  # light: torch loads only when a command runs
     from pet.distill.train import PRECISIONS
 
@@ -63,7 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser("export", help="export a model folder to a device bundle (ONNX + tokenizer + parity)")
     e.add_argument("--model", required=True, help="Hugging Face model folder (e.g. OUT/model of pet distill)")
-    e.add_argument("--quantize", choices=["none", "int8", "int4"], default="int8")
+    e.add_argument("--quantize", choices=QUANTIZATIONS, default="int8",
+                   help="weight format (docs/device.md): int8 / int4 round-to-nearest with an fp32 embedding; "
+                        "*-shared: the embedding reads the quantised head table (tied models); int4-hqq, "
+                        "int4-gptq: accurate 4-bit (default int8)")
     e.add_argument("--out", required=True, help="bundle folder to write (atomically)")
     e.add_argument("--exporter", choices=["auto", "pet", "optimum"], default="auto",
                    help="pet: compact fused-kernel Llama graph; optimum: traced export (auto: pet where supported)")
@@ -90,12 +95,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     ask.add_argument("--signals", action="store_true", help="print confidence signals and speed after the answer")
     ask.add_argument("--allow-unsigned", action="store_true",
                      help="development only: run a bundle that carries no signature")
+    ask.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                     help=f"ort: pet's loop over onnxruntime; genai: onnxruntime-genai (default {DEFAULT_RUNTIME})")
     ask.set_defaults(func=_ask)
 
     b = _group(sub, "bench", "benchmarks", "bench_command")
     bd = b.add_parser("device", help="device latency: TTFT, decode tok/s, RSS, bandwidth bound")
     bd.add_argument("--bundle", action="append", required=True, help="bundle folder (repeat to compare)")
     bd.add_argument("--compare", choices=["torch"], default=None, help="also measure PyTorch fp32 of the source")
+    bd.add_argument("--runtime", action="append", choices=RUNTIMES, default=None,
+                    help=f"device runtime to measure each bundle with (repeat for both; default {DEFAULT_RUNTIME})")
+    bd.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                    help="thread counts for decode speed; the first also times TTFT and RSS (default 1 2)")
     bd.add_argument("--new-tokens", type=int, default=64)
     bd.add_argument("--repeats", type=int, default=2)
     bd.add_argument("--json", default=None, help="write results JSON here")
@@ -184,7 +195,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _ask(args: argparse.Namespace) -> int:
     from pet.device.bundle import BundleError
-    from pet.device.runtime import DeviceModel
+    from pet.device.runtime import load_model
     from pet.security.signing import trusted_public_key_path
 
     cfg = None
@@ -197,8 +208,8 @@ def _ask(args: argparse.Namespace) -> int:
     if not bundle:
         raise CLIError("no bundle: pass --bundle or set personal.bundle in the config")
     try:
-        m = DeviceModel.load(bundle, num_threads=threads, public_key=trusted_public_key_path(cfg),
-                             allow_unsigned=args.allow_unsigned)
+        m = load_model(bundle, runtime=args.runtime, num_threads=threads, public_key=trusted_public_key_path(cfg),
+                       allow_unsigned=args.allow_unsigned)
         g = m.generate(args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                        top_p=args.top_p, seed=args.seed, on_token=lambda t: print(t, end="", flush=True))
     except BundleError as err:
@@ -216,5 +227,6 @@ def _bench(args: argparse.Namespace) -> int:
     from pet.device.bench import run_device_bench
 
     run_device_bench(args.bundle, compare_torch=args.compare == "torch", new_tokens=args.new_tokens,
-                     repeats=args.repeats, json_out=args.json, plot_out=args.plot)
+                     repeats=args.repeats, json_out=args.json, plot_out=args.plot, runtimes=args.runtime,
+                     threads=tuple(args.threads))
     return 0

@@ -1,7 +1,8 @@
 """The device bundle format: a folder with ``model.onnx`` (+ external data), ``tokenizer.json``,
 ``chat_template.jinja`` and ``bundle.json``, and its integrity check.
 
-``bundle.json`` holds the model id, tier, layer count, quantisation, the ONNX opset, the sha256 of every
+``genai_config.json`` (since issue 25) lets onnxruntime-genai run the same graph. ``bundle.json`` holds the
+model id, tier, layer count, quantisation, the ONNX opset, the sha256 of every
 other file, the parity numbers measured at export, the creation time, and a ``signature`` slot (``null``
 until :mod:`pet.security.signing` signs the bundle). Only json/hashlib here: the device imports this.
 """
@@ -22,7 +23,10 @@ TOKENIZER_FILE = "tokenizer.json"
 TEMPLATE_FILE = "chat_template.jinja"
 # Opsets onnxruntime 1.31 runs and our export produces; anything else is refused before loading.
 SUPPORTED_OPSETS = range(14, 22)
-QUANTIZATIONS = ("none", "int8", "int4")
+GENAI_CONFIG_FILE = "genai_config.json"
+# Formats this runtime runs (pet.export.quantize.SPECS makes them; a test keeps both lists equal). The
+# *-shared formats need onnxruntime's GatherBlockQuantized (1.20+).
+QUANTIZATIONS = ("none", "int8", "int4", "int8-shared", "int8b64-shared", "int4-shared", "int4-hqq", "int4-gptq")
 
 
 class BundleError(Exception):
@@ -78,7 +82,9 @@ def read_bundle(path: str | Path, verify: bool = True) -> BundleInfo:
     if meta["format"] != BUNDLE_FORMAT:
         raise BundleError(f"{manifest}: bundle format {meta['format']} is not supported (expected {BUNDLE_FORMAT})")
     if meta["quantization"] not in QUANTIZATIONS:
-        raise BundleError(f"{manifest}: unknown quantization {meta['quantization']!r}")
+        raise BundleError(f"{manifest}: quantization format {meta['quantization']!r} is not supported by this "
+                          f"device runtime (it runs {', '.join(QUANTIZATIONS)}); re-export the bundle in one of them "
+                          f"or update pet on the device")
     if int(meta["opset"]) not in SUPPORTED_OPSETS:
         raise BundleError(
             f"{manifest}: ONNX opset {meta['opset']} is not supported by this runtime "

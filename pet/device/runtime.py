@@ -67,24 +67,60 @@ def verify_signature(info: BundleInfo, public_key: Any | None = None, allow_unsi
         raise BundleError(f"bundle {info.path}: signature check failed: {err}") from err
 
 
+def session_options(num_threads: int = 1) -> Any:
+    """onnxruntime options of the device session: ``num_threads`` intra-op threads, sequential, all graph
+    optimisations, and low memory: no CPU arena (it keeps the largest prefill's activations for good) and
+    initializers allocated outside it."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(num_threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    opts.enable_cpu_mem_arena = False
+    opts.add_session_config_entry("session.use_device_allocator_for_initializers", "1")
+    return opts
+
+
+def open_text_side(info: BundleInfo) -> tuple[Any, ChatRenderer]:
+    """The bundle's tokenizer (``tokenizers``) and chat renderer; BundleError on a bad tokenizer file."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(info.path / TOKENIZER_FILE))
+    except Exception as err:
+        raise BundleError(f"{info.path / TOKENIZER_FILE} is not a valid tokenizer: {err}") from err
+    template_path = info.path / TEMPLATE_FILE
+    template = template_path.read_text(encoding="utf-8") if template_path.is_file() else None
+    return tokenizer, ChatRenderer(template, info.raw.get("special_tokens") or {})
+
+
 class DeviceModel:
     """One loaded bundle: tokenizer, chat renderer and an onnxruntime session with a KV-cache decode loop."""
+
+    runtime = "ort"
 
     def __init__(self, info: BundleInfo, session: Any, tokenizer: Any, renderer: ChatRenderer):
         import onnxruntime as ort
 
+        self._init_text_side(info, tokenizer, renderer)
         self.ort = ort
-        self.info = info
         self.session = session
-        self.tokenizer = tokenizer
-        self.renderer = renderer
-        self.eos_ids = set(info.eos_token_ids)
         names = [i.name for i in session.get_inputs()]
         self.past_names = [n for n in names if n.startswith("past_key_values.")]
         self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
         self.has_position_ids = "position_ids" in names
-        self.max_context = int(info.raw.get("max_context", 2048))
         self.output_names = ["logits", *self.present_names]
+
+    def _init_text_side(self, info: BundleInfo, tokenizer: Any, renderer: ChatRenderer) -> None:
+        """What every runtime shares: bundle facts, tokenizer, renderer, EOS ids, context, last timings."""
+        self.info = info
+        self.tokenizer = tokenizer
+        self.renderer = renderer
+        self.eos_ids = set(info.eos_token_ids)
+        self.max_context = int(info.raw.get("max_context", 2048))
         self.last_timings: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------------------------------------
@@ -112,28 +148,16 @@ class DeviceModel:
         ``verify=False`` skips hashing and the signature (the exporter's parity check of a bundle in the making).
         """
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         info = read_bundle(bundle_dir, verify=verify)
         if verify:
             verify_signature(info, public_key, allow_unsigned)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(num_threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
         try:
-            session = ort.InferenceSession(str(info.model_path), sess_options=opts, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(info.model_path), sess_options=session_options(num_threads),
+                                           providers=["CPUExecutionProvider"])
         except Exception as err:  # ORT raises several exception types (opset, graph, file); name the file
             raise BundleError(f"onnxruntime cannot load {info.model_path}: {err}") from err
-        try:
-            tokenizer = Tokenizer.from_file(str(info.path / TOKENIZER_FILE))
-        except Exception as err:
-            raise BundleError(f"{info.path / TOKENIZER_FILE} is not a valid tokenizer: {err}") from err
-        template_path = info.path / TEMPLATE_FILE
-        template = template_path.read_text(encoding="utf-8") if template_path.is_file() else None
-        renderer = ChatRenderer(template, info.raw.get("special_tokens") or {})
+        tokenizer, renderer = open_text_side(info)
         model = cls(info, session, tokenizer, renderer)
         missing = [n for n in ("input_ids", "attention_mask") if n not in {i.name for i in session.get_inputs()}]
         if missing or not model.past_names:
@@ -179,6 +203,16 @@ class DeviceModel:
         self.session.run_with_iobinding(io)
         outs = io.get_outputs()
         return outs[0].numpy()[0], list(outs[1:])
+
+    def _begin(self, prompt_ids: list[int]) -> tuple[np.ndarray, Any]:
+        """Prefill: the last position's logits and the decode state (here: the KV cache as OrtValues)."""
+        logits, past = self._step(prompt_ids, 0, self._empty_past())
+        return logits[-1], past
+
+    def _advance(self, state: Any, token: int, position: int) -> tuple[np.ndarray, Any]:
+        """One decode step of ``token`` at ``position``: its logits and the new state."""
+        logits, past = self._step([token], position, state)
+        return logits[-1], past
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Logits ``[len(ids), vocab]`` of one full forward pass from an empty cache."""
@@ -246,8 +280,7 @@ class DeviceModel:
         c0 = time.process_time()
         emitted = ""
         finish = "length"
-        logits, past = self._step(prompt_ids, 0, self._empty_past())
-        last = logits[-1]
+        last, state = self._begin(prompt_ids)
         ttft, ttft_cpu = time.perf_counter() - t0, time.process_time() - c0
         for step in range(max_new_tokens):
             tok = choose_token(last, temperature, top_p, rng)
@@ -271,8 +304,7 @@ class DeviceModel:
                     break
             if step + 1 < max_new_tokens:
                 ts, cs = time.perf_counter(), time.process_time()
-                logits, past = self._step([tok], len(prompt_ids) + len(out_ids) - 1, past)
-                last = logits[-1]
+                last, state = self._advance(state, tok, len(prompt_ids) + len(out_ids) - 1)
                 steps.append(time.perf_counter() - ts)
                 steps_cpu.append(time.process_time() - cs)
         self.last_timings = {"ttft": ttft, "steps": steps, "ttft_cpu": ttft_cpu, "steps_cpu": steps_cpu}
@@ -318,5 +350,27 @@ class DeviceModel:
     def describe(self) -> dict[str, Any]:
         """Bundle facts for status output (no prompt data)."""
         return {"path": str(self.info.path), "model_id": self.info.model_id, "tier": self.info.tier,
+                "runtime": self.runtime,
                 "layers": self.info.layers, "quantization": self.info.quantization,
                 "mb": round(self.info.size_bytes / 1e6, 1), "parity": json.loads(json.dumps(self.info.parity))}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Runtimes by name
+
+RUNTIMES = ("ort", "genai")
+DEFAULT_RUNTIME = "ort"
+
+
+def load_model(bundle_dir: str | Path, runtime: str | None = None, **kwargs: Any) -> DeviceModel:
+    """Load ``bundle_dir`` with the named runtime: ``ort`` (:class:`DeviceModel`, pet's loop over onnxruntime)
+    or ``genai`` (:class:`pet.device.genai.GenaiModel`); None means :data:`DEFAULT_RUNTIME`. Keyword arguments
+    are those of :meth:`DeviceModel.load` (``num_threads``, ``public_key``, ``allow_unsigned``, ...)."""
+    runtime = runtime or DEFAULT_RUNTIME
+    if runtime == "ort":
+        return DeviceModel.load(bundle_dir, **kwargs)
+    if runtime == "genai":
+        from pet.device.genai import GenaiModel
+
+        return GenaiModel.load(bundle_dir, **kwargs)
+    raise BundleError(f"unknown device runtime {runtime!r} (choose {', '.join(RUNTIMES)})")

@@ -23,6 +23,7 @@ from typing import Any
 
 from pet.device.bundle import (
     BUNDLE_FORMAT,
+    GENAI_CONFIG_FILE,
     MANIFEST,
     MODEL_FILE,
     QUANTIZATIONS,
@@ -62,6 +63,42 @@ def tokenizer_facts(model_dir: Path) -> tuple[str | None, dict[str, str], list[i
     return template, special, sorted(int(x) for x in eos)
 
 
+def genai_config(cfg: dict[str, Any], eos: list[int], special_ids: dict[str, int], share_buffer: bool,
+                 threads: int = 1) -> dict[str, Any]:
+    """The ``genai_config.json`` that lets onnxruntime-genai run the bundle's graph (same input/output names).
+
+    ``share_buffer`` (past and present KV in one preallocated buffer) needs GroupQueryAttention, i.e. the pet
+    graph. The device runtime overlays ``intra_op_num_threads`` at load time, so the signed file stays as is.
+    """
+    heads = int(cfg["num_attention_heads"])
+    context = int(cfg.get("max_position_embeddings", 2048))
+    eos_main = eos[0] if eos else 0
+    return {
+        "model": {
+            "type": "llama", "vocab_size": int(cfg["vocab_size"]), "context_length": context,
+            "bos_token_id": special_ids.get("bos_token", eos_main), "eos_token_id": eos,
+            "pad_token_id": special_ids.get("pad_token", eos_main),
+            "decoder": {
+                "filename": MODEL_FILE,
+                "session_options": {"log_id": "pet-genai", "intra_op_num_threads": threads,
+                                    "inter_op_num_threads": 1},
+                "head_size": int(cfg.get("head_dim") or cfg["hidden_size"] // heads),
+                "hidden_size": int(cfg["hidden_size"]), "num_attention_heads": heads,
+                "num_hidden_layers": int(cfg["num_hidden_layers"]),
+                "num_key_value_heads": int(cfg.get("num_key_value_heads", heads)),
+                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                           "position_ids": "position_ids", "past_key_names": "past_key_values.%d.key",
+                           "past_value_names": "past_key_values.%d.value"},
+                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
+                            "present_value_names": "present.%d.value"},
+            },
+        },
+        "search": {"max_length": context, "past_present_share_buffer": share_buffer, "do_sample": False,
+                   "num_beams": 1, "top_k": 1, "top_p": 1.0, "temperature": 1.0, "min_length": 0,
+                   "repetition_penalty": 1.0},
+    }
+
+
 def write_manifest(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Hash every file except bundle.json into ``meta['files']`` and write bundle.json atomically."""
     meta = dict(meta)
@@ -71,6 +108,22 @@ def write_manifest(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def _calibration(mode: str, fp32: Path, model_dir: Path, log: Callable[[str], None]) -> list | None:
+    """Calibration feeds for the data-aware formats (GPTQ); None for the others."""
+    from pet.export.quantize import SPECS, calibration_feeds, default_calibration_texts
+
+    if mode not in SPECS or SPECS[mode].algo != "gptq":
+        return None
+    import onnx
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model_dir / TOKENIZER_FILE))
+    texts = default_calibration_texts()
+    log(f"calibration: {len(texts)} texts (training-side pydoc pages and chat conversations)")
+    graph = onnx.load(str(fp32), load_external_data=False)
+    return calibration_feeds(graph, texts, lambda t: tok.encode(t, add_special_tokens=False).ids)
+
+
 def export_bundle(model_dir: str | Path, out_dir: str | Path, quantize: str = "int8", tier: str = "P",
                   replace: bool = False, model_id: str | None = None, parity: bool = True,
                   from_onnx: str | Path | None = None, parity_texts: list[str] | None = None,
@@ -78,9 +131,10 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, quantize: str = "i
                   keys_dir: str | Path | None = None, log: Callable[[str], None] = lambda m: None) -> Path:
     """Export ``model_dir`` to the bundle folder ``out_dir``; returns ``out_dir``.
 
-    ``quantize`` is none, int8 or int4. ``exporter``: ``optimum`` (traced ``text-generation-with-past``),
-    ``pet`` (the compact graph of :mod:`pet.export.llama_graph`, plain Llama checkpoints only) or ``auto``
-    (``pet`` where supported). ``from_onnx`` reuses an fp32 ``model.onnx`` exported earlier.
+    ``quantize`` is a format of :data:`pet.export.quantize.SPECS` (none, int8, int4, int8-shared, ...).
+    ``exporter``: ``optimum`` (traced ``text-generation-with-past``), ``pet`` (the compact graph of
+    :mod:`pet.export.llama_graph`, plain Llama checkpoints only) or ``auto`` (``pet`` where supported).
+    ``from_onnx`` reuses an fp32 ``model.onnx`` exported earlier.
     ``parity=False`` skips the parity check (tests of bad bundles only). ``sign`` (default) signs the bundle with
     the signing key in ``keys_dir`` (default :func:`pet.security.signing.signing_keys_dir`); ``sign=False`` leaves
     ``signature: null`` (a development bundle the device runs only with ``allow_unsigned``).
@@ -121,10 +175,14 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, quantize: str = "i
             if not fp32.is_file():
                 raise FileNotFoundError(f"{fp32} does not exist")
         log(f"quantisation: {mode}")
-        quantize_onnx(fp32, tmp / MODEL_FILE, mode)
+        quantize_onnx(fp32, tmp / MODEL_FILE, mode, calibration=_calibration(mode, fp32, model_dir, log), log=log)
         shutil.copy2(model_dir / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
         if template:
             (tmp / TEMPLATE_FILE).write_text(template, encoding="utf-8")
+        vocab = {t["content"]: t["id"] for t in _read_json(model_dir / TOKENIZER_FILE).get("added_tokens", [])}
+        special_ids = {k: vocab[v] for k, v in special.items() if v in vocab}
+        atomic_write_json(tmp / GENAI_CONFIG_FILE,
+                          genai_config(cfg, eos, special_ids, share_buffer=exporter == "pet"), mode=0o644)
         meta: dict[str, Any] = {
             "format": BUNDLE_FORMAT,
             # pet distill writes OUT/model: name the bundle after OUT then.

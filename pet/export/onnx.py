@@ -1,9 +1,7 @@
-"""ONNX export with KV cache (optimum ``text-generation-with-past``) and weight quantisation.
+"""ONNX export with KV cache (optimum ``text-generation-with-past``) and the hand-off to quantisation.
 
-- ``none``: the fp32 graph as exported.
-- ``int8`` / ``int4``: block-wise weight-only quantisation of every MatMul, head included, to onnxruntime's
-  ``MatMulNBits`` (``MatMulNBitsQuantizer``: symmetric, blocks of 32 weights with their own scale, accuracy
-  level 4 = int8 compute kernels). The embedding table stays fp32 (one row is read per token).
+The quantisation formats (``none``, ``int8``, ``int4``, shared-embedding and HQQ/GPTQ variants) live in
+:mod:`pet.export.quantize`; :func:`quantize` here keeps the old entry point.
 
 Why not ``quantize_dynamic``: it quantises activations per tensor at run time, and SmolLM2's activation
 outliers do not survive that: held-out perplexity x1.63 (optimum graph) and x1.65 (compact graph with an fp32
@@ -17,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import shutil
 from pathlib import Path
 
 from pet.device.bundle import MODEL_FILE
@@ -35,7 +32,7 @@ def export_fp32(model_dir: str | Path, out_dir: str | Path) -> Path:
     # The exporter prints tracer warnings by the hundred; keep the console readable.
     buf = io.StringIO()
     try:
-        with contextlib.redirect_stderr(buf), _quiet_loggers():
+        with contextlib.redirect_stderr(buf), quiet_loggers():
             import warnings
 
             with warnings.catch_warnings():
@@ -51,7 +48,8 @@ def export_fp32(model_dir: str | Path, out_dir: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def _quiet_loggers():
+def quiet_loggers():
+    """Silence the exporters' and quantizers' per-node logging inside the ``with`` block."""
     # The quantizers log every node at INFO (thousands of lines) and a pre-processing hint on the root logger.
     loggers = [logging.getLogger(n) for n in ("optimum", "transformers", "torch.onnx", "onnxruntime",
                                                "onnxruntime.quantization.matmul_nbits_quantizer")]
@@ -66,21 +64,14 @@ def _quiet_loggers():
             lg.setLevel(lvl)
 
 
-def quantize(src: Path, dst: Path, mode: str) -> Path:
-    """Write the ``mode`` quantisation of ONNX file ``src`` to ``dst`` (``none`` copies the file)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if mode == "none":
-        if src.resolve() != dst.resolve():
-            shutil.copy2(src, dst)
-            data = src.with_name(src.name + "_data")
-            if data.exists():
-                shutil.copy2(data, dst.with_name(dst.name + "_data"))
-        return dst
-    if mode == "int8":
-        return _int8(src, dst)
-    if mode == "int4":
-        return _int4(src, dst)
-    raise ExportError(f"unknown quantisation {mode!r} (choose none, int8 or int4)")
+def quantize(src: Path, dst: Path, mode: str, calibration=None, log=lambda m: None) -> Path:
+    """Write the ``mode`` format (see :data:`pet.export.quantize.SPECS`) of ONNX file ``src`` to ``dst``."""
+    from pet.export.quantize import QuantizeError, quantize_model
+
+    try:
+        return quantize_model(src, dst, mode, calibration=calibration, log_fn=log)
+    except QuantizeError as err:
+        raise ExportError(str(err)) from err
 
 
 def untie_head(src: Path, dst: Path) -> Path:
@@ -118,37 +109,3 @@ def untie_head(src: Path, dst: Path) -> Path:
     big = sum(i.ByteSize() for i in g.initializer) > 1_800_000_000
     onnx.save(model, str(dst), save_as_external_data=big, location=dst.name + "_data" if big else None)
     return dst
-
-
-def _nbits(src: Path, dst: Path, bits: int, block_size: int = 32) -> Path:
-    import onnx
-
-    try:
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-    except ImportError as err:
-        raise ExportError(f"int{bits} needs onnxruntime's MatMulNBitsQuantizer, which is unavailable: {err}") from err
-    untied = dst.with_name(".untied.onnx")
-    try:
-        with _quiet_loggers():
-            untie_head(src, untied)
-            model = onnx.load(str(untied))
-            q = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True, accuracy_level=4)
-            q.process()
-            q.model.save_model_to_file(str(dst), use_external_data_format=False)
-    except Exception as err:
-        raise ExportError(f"int{bits} MatMulNBits quantisation of {src} failed: {err}") from err
-    finally:
-        for p in untied.parent.glob(".untied.onnx*"):
-            p.unlink()
-    ops = [n.op_type for n in onnx.load(str(dst), load_external_data=False).graph.node]
-    if "MatMulNBits" not in ops:
-        raise ExportError(f"int{bits} quantisation of {src} produced no MatMulNBits node; this graph is not supported")
-    return dst
-
-
-def _int8(src: Path, dst: Path) -> Path:
-    return _nbits(src, dst, bits=8)
-
-
-def _int4(src: Path, dst: Path) -> Path:
-    return _nbits(src, dst, bits=4)

@@ -130,12 +130,14 @@ def test_bad_input_errors(dev):
         next(dev.stream(""))
 
 
-def test_device_imports_no_torch(bundles):
+def run_device_without_torch(bundle, runtime: str = "ort") -> str:
+    """Load ``bundle`` with ``runtime`` in a fresh interpreter, generate and stream; fail if torch & co. got
+    imported. Returns the subprocess's stdout."""
     code = (
         "import sys\n"
-        "from pet.device.runtime import DeviceModel\n"
+        "from pet.device.runtime import load_model\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'import'\n"
-        f"m = DeviceModel.load({str(bundles['int8'])!r})\n"
+        f"m = load_model({str(bundle)!r}, runtime={runtime!r})\n"
         "g = m.generate('Hello!', max_new_tokens=4)\n"
         "list(m.stream('Hi', max_new_tokens=3))\n"
         "bad = [k for k in ('torch', 'transformers', 'optimum') if k in sys.modules]\n"
@@ -144,7 +146,11 @@ def test_device_imports_no_torch(bundles):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("ok")
+    return r.stdout
+
+
+def test_device_imports_no_torch(bundles):
+    assert run_device_without_torch(bundles["int8"]).startswith("ok")
 
 
 def test_profile_ops_reports_matmulnbits(bundles):
