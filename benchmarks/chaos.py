@@ -25,14 +25,12 @@ import argparse
 import concurrent.futures as cf
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,6 +40,7 @@ import httpx  # noqa: E402
 
 from pet.io import atomic_write_json  # noqa: E402
 from pet.machine import machine_info  # noqa: E402
+from tests.integration.conftest import stalled_uploads  # noqa: E402  (shared with the integration test)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VALID = {"prompt": "Name a colour.", "tier": "t", "max_new_tokens": 3}
@@ -106,18 +105,6 @@ def hostile_phase(url: str, per_kind: int) -> dict:
     return out
 
 
-def _stall(url: str, n: int) -> list[socket.socket]:
-    u = urlparse(url)
-    head = (b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n\r\n{\"prompt\": \"")
-    socks = []
-    for _ in range(n):
-        s = socket.create_connection((u.hostname, u.port), timeout=10)
-        s.sendall(head)
-        socks.append(s)
-    return socks
-
-
 def _healthz_ms(url: str, n: int = 30) -> list[float]:
     out = []
     with httpx.Client(timeout=30) as client:
@@ -133,7 +120,7 @@ def stall_phase(urls: dict[str, str], n: int, body_timeout_s: float) -> dict:
     out = {}
     for name, url in urls.items():
         base = _healthz_ms(url)
-        held = _stall(url, n)
+        held = stalled_uploads(url, n)
         try:
             time.sleep(0.5)
             loaded = _healthz_ms(url)
@@ -260,6 +247,9 @@ def start_graph(root: Path, port: int, direct_port: int) -> tuple[str, str | Non
         "serve": {"http": {"port": port, "direct_port": direct_port},
                   "gateway": {"body_timeout_s": 3.0, "deployment": fast}},
     }, "<chaos benchmark>")
+    from pet.security.keys import ensure_keys
+
+    ensure_keys(cfg)  # so bad envelopes meet a real key ring
     os.environ.update(serve_env(cfg))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options=http_options(cfg), logging_config=logging_config(cfg))

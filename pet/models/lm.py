@@ -13,6 +13,8 @@ which is what ``@serve.batch`` feeds it.
 
 from __future__ import annotations
 
+import copy
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +65,10 @@ class CausalLM:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.eos_ids = self._eos_ids()
+        # check_prompt runs beside a generation in another thread; a fast tokenizer used from two threads at
+        # once fails ("Already borrowed"), so checks get their own copy, one at a time.
+        self._check_lock = threading.Lock()
+        self._check_tok: Any = None
 
     @classmethod
     def load(cls, folder: str | Path, threads: int | None = None, name: str | None = None) -> CausalLM:
@@ -103,18 +109,21 @@ class CausalLM:
         The serve tiers call this before a request joins a batch, so a prompt the tokenizer cannot take fails
         alone instead of failing every request batched with it.
         """
-        try:
-            text = self.render(prompt, raw)
-            text.encode("utf-8")
-            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        except UnicodeError:
-            raise PromptError("the prompt contains text that is not valid Unicode") from None
-        except ValueError as err:  # validate_messages: names the field, never its content
-            raise PromptError(str(err)) from None
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as err:  # noqa: BLE001 -- a Rust tokenizer panic is a BaseException
-            raise PromptError(f"the prompt could not be tokenized ({type(err).__name__})") from None
+        with self._check_lock:
+            if self._check_tok is None:
+                self._check_tok = copy.deepcopy(self.tokenizer)
+            try:
+                text = render_prompt(self._check_tok, prompt, raw)
+                text.encode("utf-8")
+                return len(self._check_tok(text, add_special_tokens=False)["input_ids"])
+            except UnicodeError:
+                raise PromptError("the prompt contains text that is not valid Unicode") from None
+            except ValueError as err:  # validate_messages: names the field, never its content
+                raise PromptError(str(err)) from None
+            except BaseException as err:
+                if type(err).__name__ == "PanicException":  # the Rust tokenizer gave up on this input
+                    raise PromptError("the prompt could not be tokenized") from None
+                raise
 
     def count_tokens(self, prompt: Prompt, raw: bool = False) -> int:
         """Prompt length in tokens after templating."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ from pet.serve.metrics import RequestTimer, gateway_metrics
 from pet.serve.policy import TierCaller
 from pet.serve.schemas import ApiError
 
+log = logging.getLogger("ray.serve")
 app = FastAPI(title="pet gateway", version="1", docs_url=None, redoc_url=None, openapi_url=None)
 _LIVE: dict[str, Any] = {}
 
@@ -236,7 +238,12 @@ class Gateway(TierCaller):
                 from pet.security.envelope import GatewayCrypto
             except ImportError:
                 raise ApiError(404, "no_crypto", "encryption is not available on this gateway") from None
-            self._crypto = GatewayCrypto.from_config(self.cfg)
+            try:
+                self._crypto = GatewayCrypto.from_config(self.cfg)
+            except Exception as err:  # no key ring yet (`pet keys init`), unreadable keys: not the client's fault
+                log.warning("pet gateway: keys unavailable (%s)", type(err).__name__)
+                raise ApiError(503, "no_keys", "this gateway has no usable keys yet; retry later",
+                               {"Retry-After": str(self.cfg.serve.gateway.retry_after_s)}) from None
         return self._crypto
 
     async def experts_info(self) -> dict[str, Any]:

@@ -33,6 +33,21 @@ PYTHON_EXEMPLARS = [
 ]
 
 
+def stalled_uploads(url: str, n: int) -> list:
+    """``n`` sockets that sent complete headers and half a body to ``url``'s /v1/generate, then nothing."""
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    head = (b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{\"prompt\": \"")
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection((u.hostname, u.port), timeout=10)
+        s.sendall(head)
+        socks.append(s)
+    return socks
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as s:

@@ -6,12 +6,12 @@ graph. ``benchmarks/chaos.py`` measures the same classes at larger counts."""
 from __future__ import annotations
 
 import concurrent.futures as cf
-import socket
 import time
-from urllib.parse import urlparse
 
 import httpx
 import pytest
+
+from tests.integration.conftest import stalled_uploads
 
 pytestmark = pytest.mark.integration
 
@@ -20,24 +20,11 @@ def post(url: str, body, timeout: float = 120.0) -> httpx.Response:
     return httpx.post(f"{url}/v1/generate", json=body, timeout=timeout)
 
 
-def _stall(url: str, n: int) -> list[socket.socket]:
-    """``n`` connections that send complete headers and half a body, then nothing."""
-    u = urlparse(url)
-    head = (b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n\r\n{\"prompt\": \"")
-    socks = []
-    for _ in range(n):
-        s = socket.create_connection((u.hostname, u.port), timeout=10)
-        s.sendall(head)
-        socks.append(s)
-    return socks
-
-
 def test_stalled_uploads_never_block_health_or_other_clients(serve_url, serve_direct_url, serve_config):
     gw = serve_config.serve.gateway
     n = 2 * gw.deployment.max_ongoing_requests  # twice the Gateway's Serve slots, per ingress port
     urls = [u for u in (serve_url, serve_direct_url) if u]
-    held = [s for u in urls for s in _stall(u, n)]
+    held = [s for u in urls for s in stalled_uploads(u, n)]
     try:
         time.sleep(0.5)
         for url in urls:
