@@ -4,9 +4,9 @@
     g = m.generate("Name three colours.", max_new_tokens=32)        # pet.models.signals.Generation
     for piece in m.stream("Tell me a joke."): print(piece, end="")
 
-The KV cache stays inside onnxruntime between steps: every step binds the previous step's ``present.*``
-OrtValues as the next ``past_key_values.*`` inputs through an IOBinding, so the cache is never copied to
-numpy. Only the last position's logits are read. Imports: numpy, onnxruntime, tokenizers, jinja2 -- never
+The KV cache stays inside onnxruntime between steps: every step feeds the previous step's ``present.*``
+OrtValues as the next ``past_key_values.*`` inputs (``run_with_ort_values``), so the cache is never copied to
+numpy. A prefill asks the graph for the last position's logits only (``last_only``, pet graphs since issue 25). Imports: numpy, onnxruntime, tokenizers, jinja2 -- never
 torch or transformers (a test checks ``sys.modules``).
 """
 
@@ -112,6 +112,8 @@ class DeviceModel:
         self.past_names = [n for n in names if n.startswith("past_key_values.")]
         self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
         self.has_position_ids = "position_ids" in names
+        # pet graphs since issue 25: an overridable input that limits the logits to the last position.
+        self.has_last_only = "last_only" in {i.name for i in session.get_overridable_initializers()}
         self.output_names = ["logits", *self.present_names]
 
     def _init_text_side(self, info: BundleInfo, tokenizer: Any, renderer: ChatRenderer) -> None:
@@ -188,25 +190,25 @@ class DeviceModel:
         empty = np.zeros(shape, dtype=np.float32)
         return [self.ort.OrtValue.ortvalue_from_numpy(empty) for _ in self.past_names]
 
-    def _step(self, ids: Sequence[int], start: int, past: list[Any]) -> tuple[np.ndarray, list[Any]]:
-        """Run ``ids`` (positions ``start``...) on top of ``past``; returns all their logits and the new cache."""
+    def _step(self, ids: Sequence[int], start: int, past: list[Any],
+              last_only: bool = False) -> tuple[np.ndarray, list[Any]]:
+        """Run ``ids`` (positions ``start``...) on top of ``past``; returns their logits (only the last
+        position's with ``last_only``, where the graph supports it) and the new cache."""
         n = len(ids)
-        io = self.session.io_binding()
-        io.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
-        io.bind_cpu_input("attention_mask", np.ones((1, start + n), dtype=np.int64))
+        value = self.ort.OrtValue.ortvalue_from_numpy
+        feed = {"input_ids": value(np.asarray([ids], dtype=np.int64)),
+                "attention_mask": value(np.ones((1, start + n), dtype=np.int64))}
         if self.has_position_ids:
-            io.bind_cpu_input("position_ids", np.arange(start, start + n, dtype=np.int64)[None, :])
-        for name, value in zip(self.past_names, past, strict=True):
-            io.bind_ortvalue_input(name, value)
-        for name in self.output_names:
-            io.bind_output(name, "cpu")
-        self.session.run_with_iobinding(io)
-        outs = io.get_outputs()
+            feed["position_ids"] = value(np.arange(start, start + n, dtype=np.int64)[None, :])
+        if self.has_last_only:  # an overridable initializer: IOBinding cannot bind it, run_with_ort_values can
+            feed["last_only"] = value(np.asarray([int(last_only and n > 1)], dtype=np.int64))
+        feed.update(zip(self.past_names, past, strict=True))
+        outs = self.session.run_with_ort_values(self.output_names, feed)
         return outs[0].numpy()[0], list(outs[1:])
 
     def _begin(self, prompt_ids: list[int]) -> tuple[np.ndarray, Any]:
         """Prefill: the last position's logits and the decode state (here: the KV cache as OrtValues)."""
-        logits, past = self._step(prompt_ids, 0, self._empty_past())
+        logits, past = self._step(prompt_ids, 0, self._empty_past(), last_only=True)
         return logits[-1], past
 
     def _advance(self, state: Any, token: int, position: int) -> tuple[np.ndarray, Any]:

@@ -117,13 +117,21 @@ def build_llama_onnx(model_dir: str | Path, out_path: str | Path) -> Path:
         x = node("Add", [x, d], [a + "res2"])
     nf = node("SimplifiedLayerNormalization", [x, init("final_norm", w["model.norm.weight"])], ["final_h"],
               axis=-1, epsilon=eps)
+    # ``last_only`` is an input with a default (an overridable initializer): 0 gives every position's logits
+    # (perplexity, parity, onnxruntime-genai), 1 only the last one -- a prefill then skips the head's product for
+    # the other positions (a fifth of SmolLM2's prefill FLOPs) and never materialises n x vocab logits.
+    init("last_only", np.array([0], dtype=np.int64))
+    init("int64_max", np.array([np.iinfo(np.int64).max], dtype=np.int64))
+    node("Neg", ["last_only"], ["logits_start"])
+    nf = node("Slice", [nf, "logits_start", "int64_max", "axes_1"], ["final_h_kept"])
     node("MatMul", [nf, init("lm_head", head.T)], ["logits"])
 
     i64, f32 = TensorProto.INT64, TensorProto.FLOAT
     inputs = [helper.make_tensor_value_info("input_ids", i64, ["batch_size", "sequence_length"]),
               helper.make_tensor_value_info("attention_mask", i64, ["batch_size", "total_sequence_length"]),
-              helper.make_tensor_value_info("position_ids", i64, ["batch_size", "sequence_length"])]
-    outputs = [helper.make_tensor_value_info("logits", f32, ["batch_size", "sequence_length", embed.shape[0]])]
+              helper.make_tensor_value_info("position_ids", i64, ["batch_size", "sequence_length"]),
+              helper.make_tensor_value_info("last_only", i64, [1])]
+    outputs = [helper.make_tensor_value_info("logits", f32, ["batch_size", "logits_length", embed.shape[0]])]
     for i in range(n_layers):
         for kind in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(f"past_key_values.{i}.{kind}", f32,
