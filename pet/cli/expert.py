@@ -1,10 +1,11 @@
-"""``pet expert register|list|show|remove|recipe``: manage expert domains (LoRA adapters over the shared base).
+"""``pet expert register|list|show|remove|recipe|starters|pack``: manage expert domains (LoRA adapters).
 
     pet expert recipe python --out runs/experts/python.txt --examples-out runs/experts/python.queries.txt
     pet expert register python --data runs/experts/python.txt --examples runs/experts/python.queries.txt
     pet expert list
     pet expert show python
     pet expert remove python
+    pet expert starters            # register the shipped python / chitchat domains where missing
 
 Every user mistake (bad name, bad data file, existing domain without --replace, an adapter that does not
 improve on the base) is a clear one-line error with exit code 2, and the registry is left unchanged.
@@ -67,6 +68,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     rc.add_argument("--out", required=True, help="data file to write (.txt for python, .jsonl for chitchat)")
     rc.add_argument("--examples-out", default=None, help="also write example routing queries here")
     rc.set_defaults(func=_recipe)
+
+    st = es.add_parser("starters", help="register the starter domains shipped with pet (python, chitchat) "
+                                        "where missing")
+    common(st)
+    st.set_defaults(func=_starters)
+
+    pk = es.add_parser("pack", help="ship a registered domain as a starter (writes pet/experts/starter/NAME; "
+                                    "what `make experts` ends with)")
+    pk.add_argument("name")
+    common(pk)
+    pk.set_defaults(func=_pack)
 
 
 def _cfg_and_registry(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -237,4 +249,33 @@ def _recipe(args: argparse.Namespace) -> int:
     print(f"wrote {out.data_path} ({out.bytes:,} bytes, {out.samples} {recipe.description})")
     if out.examples_path:
         print(f"wrote {out.examples_path} ({out.examples} example queries)")
+    return 0
+
+
+def _starters(args: argparse.Namespace) -> int:
+    from pet.experts.registry import RegistryError
+    from pet.experts.starter import available, install_starters
+
+    _, reg = _cfg_and_registry(args)
+    try:
+        done = install_starters(reg, log=lambda m: print(f"  {m}"))
+    except RegistryError as err:
+        raise CLIError(str(err)) from None
+    kept = [n for n in available() if n not in done]
+    print(f"starter experts under {reg.root}: installed {', '.join(done) or 'none'}"
+          + (f"; already registered: {', '.join(kept)}" if kept else ""))
+    return 0
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from pet.experts.registry import RegistryError
+    from pet.experts.starter import pack
+
+    _, reg = _cfg_and_registry(args)
+    try:
+        out = pack(reg, args.name)
+    except RegistryError as err:
+        raise CLIError(str(err)) from None
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"packed {args.name!r} into {out} ({size / 1e6:.2f} MB)")
     return 0

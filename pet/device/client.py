@@ -63,6 +63,9 @@ class Answer:
     encrypted: bool = False
     latency_ms: float = 0.0
     router_ms: float = 0.0
+    usage: dict[str, int] = field(default_factory=dict)  # prompt_tokens, completion_tokens of the answering tier
+    route: dict[str, Any] = field(default_factory=dict)  # the gateway's why: domain similarity vs floor, E score
+    request_id: str | None = None  # of the escalation (the ledger's event id)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -210,12 +213,16 @@ class DeviceClient:
                       + (f" ({reply['domain']})" if reply.get("domain") else ""), domain=reply.get("domain"),
                       escalation=["p", *esc] if state.p_signals is not None else esc, decisions=decisions,
                       signals=reply.get("signals"), encrypted=encrypted,
-                      latency_ms=1000 * (time.perf_counter() - t0), router_ms=1000 * router_s)
+                      latency_ms=1000 * (time.perf_counter() - t0), router_ms=1000 * router_s,
+                      usage={k: int(v) for k, v in (reply.get("usage") or {}).items() if k.endswith("_tokens")},
+                      route=dict(reply.get("route") or {}), request_id=reply.get("request_id"))
 
     def _p_answer(self, gen: Any, reason: str, degraded: bool, decisions: list, t0: float, router_s: float) -> Answer:
+        u = getattr(gen, "usage", None)
+        usage = {"prompt_tokens": int(u.prompt_tokens), "completion_tokens": int(u.completion_tokens)} if u else {}
         return Answer(text=gen.text, tier="p", reason=reason, degraded=degraded, escalation=["p"],
                       decisions=decisions, signals=gen.signals.to_dict(per_token=False),
-                      latency_ms=1000 * (time.perf_counter() - t0), router_ms=1000 * router_s)
+                      latency_ms=1000 * (time.perf_counter() - t0), router_ms=1000 * router_s, usage=usage)
 
     # -- the cloud ---------------------------------------------------------------------------------------------
 

@@ -30,10 +30,14 @@ class CloudRouter:
 
     def choose_domain(self, text: str) -> str | None:
         """The expert domain for ``text`` (None when no classifier, no expert, or below the similarity floor)."""
+        return self.choose_domain_scored(text)[0]
+
+    def choose_domain_scored(self, text: str) -> tuple[str | None, float | None]:
+        """(domain or None, the best domain's similarity; None when there is nothing to compare with)."""
         if self.classifier is None or not text:
-            return None
-        domain, _score = self.classifier.classify(text)
-        return domain
+            return None, None
+        domain, score = self.classifier.classify(text)
+        return domain, float(score)
 
     def judge_expert(self, signals: dict[str, Any]) -> Decision:
         """The policy's decision on an expert answer's signals (ANSWER_E or RUN_T, with the reason)."""

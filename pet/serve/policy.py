@@ -3,7 +3,7 @@
 :class:`TierCaller` is the Ray-free half of the Gateway deployment: it holds the DeploymentHandles of T
 and E, the expert registry and the domain chooser. Tier ``"t"`` goes to T; ``"e"`` to the named (or
 classified) domain's adapter; ``"auto"`` picks a domain with the router (``pet.router.cloud.CloudRouter``
-when present, else the registry's ``DomainClassifier``) and escalates E -> T when the router finds the
+over the registry's ``DomainClassifier``) and escalates E -> T when the router finds the
 expert's answer not good enough. An expert that fails or times out is answered from T with
 ``fallback: true`` and a reason.
 """
@@ -109,29 +109,25 @@ class TierCaller:
 
                 torch.set_num_threads(self.cfg.traditional.torch_threads)
                 from pet.experts.classifier import DomainClassifier
+                from pet.router.cloud import CloudRouter
 
                 clf = DomainClassifier.from_registry(self.registry(), Embedder(threads=1),
                                                      floor=self.cfg.router.domain_similarity_floor)
-                try:
-                    from pet.router.cloud import CloudRouter
-
-                    self._router = CloudRouter.from_config(self.cfg, clf)
-                except ImportError:
-                    self._router = _ClassifierRouter(clf)
+                self._router = CloudRouter.from_config(self.cfg, clf)
             except Exception as err:  # no embedder prepared, etc.: auto falls back to T
                 log.warning("pet gateway: domain routing unavailable (%s)", type(err).__name__)
                 self._router_failed = True
         return self._router
 
-    async def choose_domain(self, req: GenerateRequest) -> str | None:
-        """The domain for an ``auto``/``e`` request without an explicit domain (None: no expert matches)."""
+    async def choose_domain(self, req: GenerateRequest) -> tuple[str | None, float | None]:
+        """(domain, similarity) for an ``auto``/``e`` request without an explicit domain (None: no expert matches)."""
         if not self.domains():
-            return None
+            return None, None
         router = await asyncio.to_thread(self.router)
         if router is None:
-            return None
-        domain = await asyncio.to_thread(router.choose_domain, req.routing_text())
-        return domain if domain in self.domains() else None
+            return None, None
+        domain, score = await asyncio.to_thread(router.choose_domain_scored, req.routing_text())
+        return (domain if domain in self.domains() else None), score
 
     # -- tier calls -----------------------------------------------------------------------------------------
 
@@ -241,8 +237,12 @@ class TierCaller:
                            "the requested expert domain is not registered (GET /v1/experts lists them)")
         base = {"prompt": req.prompt_value(), "max_new_tokens": req.max_new_tokens,
                 "temperature": req.temperature, "top_p": req.top_p}
+        route: dict[str, Any] = {}
         if req.tier is not Tier.t and domain is None:
-            domain = await self.choose_domain(req)
+            domain, similarity = await self.choose_domain(req)
+            if similarity is not None:  # why E or not: the best domain's similarity against the floor
+                route.update(domain_similarity=round(similarity, 4),
+                             domain_floor=self.cfg.router.domain_similarity_floor)
             if domain is None and req.tier is Tier.e:
                 raise ApiError(404, "unknown_domain", "tier 'e' needs a domain: none given and none matches")
         escalation: list[str] = []
@@ -265,9 +265,12 @@ class TierCaller:
                 self.metrics.fallbacks.labels(reason=fallback_why).inc()
                 self.metrics.requests.labels(tier="e", outcome="failed").inc()
                 log.warning("pet gateway: expert failed (%s); answering from T", fallback_why)
-            if answer is not None and req.tier is Tier.auto and not await self._good_enough(answer):
-                self.metrics.escalations.labels(from_tier="e", to_tier="t", reason="low_confidence").inc()
-                answer = None
+            if answer is not None and req.tier is Tier.auto:
+                good, judged = await self._judge_expert(answer)
+                route.update(judged)
+                if not good:
+                    self.metrics.escalations.labels(from_tier="e", to_tier="t", reason="low_confidence").inc()
+                    answer = None
         if answer is None:
             escalation.append("t")
             answer = await self.call_t(base)
@@ -279,28 +282,22 @@ class TierCaller:
             "domain": domain if "e" in escalation else None,
             "fallback": fallback_why is not None, "fallback_reason": fallback_why, "escalation": escalation,
             "signals": answer["signals"], "usage": answer["usage"], "finish_reason": answer.get("finish_reason"),
-            "latency_ms": round(latency * 1000.0, 2),
+            "latency_ms": round(latency * 1000.0, 2), "route": route,
         }
 
-    async def _good_enough(self, answer: dict[str, Any]) -> bool:
+    async def _judge_expert(self, answer: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+        """(keep E's answer?, the calibrated score and E threshold it was judged with)."""
         router = self._router
-        check = getattr(router, "expert_good_enough", None)
-        if check is None:
-            return True
+        judge = getattr(router, "judge_expert", None)
+        if judge is None:
+            return True, {}
         try:
-            return bool(await asyncio.to_thread(check, answer["signals"]))
-        except Exception:
-            return True
+            d = await asyncio.to_thread(judge, answer["signals"])
+        except Exception:  # malformed signals: escalating is the safe choice
+            return False, {}
+        from pet.router.policy import Action
 
-
-class _ClassifierRouter:
-    """Stand-in until the router package exists: auto = E if a domain matches, no confidence escalation."""
-
-    def __init__(self, clf: Any):
-        self.clf = clf
-
-    def choose_domain(self, text: str) -> str | None:
-        return self.clf.classify(text)[0]
+        return d.action is Action.ANSWER_E, {"e_score": d.score, "e_threshold": d.threshold}
 
 
 async def _await(resp: Any) -> Any:
