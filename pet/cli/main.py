@@ -18,10 +18,14 @@ from pet.cli import CLIError
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser with every discovered command group."""
+    from pet.paths import layout
+
     parser = argparse.ArgumentParser(
         prog="pet",
         description="Hierarchical P-E-T language-model orchestration: personal (device), expert and "
                     "traditional (cloud, Ray Serve) models with a P -> E -> T router.",
+        epilog=f"Folders: {layout().describe()}. Set PET_HOME to keep both elsewhere (models in $PET_HOME/models, "
+               "state in $PET_HOME/state).",
     )
     parser.add_argument("--version", action="version", version=f"pet {pet.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

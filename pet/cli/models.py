@@ -10,7 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="prepare and inspect the local model folder (offline)")
     ms = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     pr = ms.add_parser("prepare", help="convert the packaged SmolLM2 GGUF and resolve MiniLM (once)")
-    pr.add_argument("--dir", default=None, help="models folder (default: $PET_MODELS_DIR or <repo>/models)")
+    pr.add_argument("--dir", default=None, help="models folder (default: $PET_MODELS_DIR, $PET_HOME/models, the "
+                                                "checkout's models/ or the user data folder; see `pet --help`)")
     pr.add_argument("--force", action="store_true", help="redo the conversion even if prepared")
     pr.set_defaults(func=_prepare)
     ls = ms.add_parser("list", help="list prepared models")

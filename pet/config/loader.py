@@ -1,7 +1,9 @@
 """Load and validate YAML configuration files.
 
 ``load_config(path)`` returns a :class:`~pet.config.schema.PetConfig` or raises :class:`ConfigError`
-whose message names the file, the key path and what was expected, one line per problem.
+whose message names the file, the key path and what was expected, one line per problem. Without a path it
+reads the checkout's ``deployments/default.yaml`` when the package runs from a checkout, else (installed from a
+wheel, where that file does not exist) it returns the embedded defaults, which a test keeps equal to the file.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import yaml
 from pydantic import ValidationError
 
 from pet.config.schema import PetConfig
+from pet.paths import PACKAGE_PARENT, source_checkout
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "deployments" / "default.yaml"
+DEFAULT_CONFIG = PACKAGE_PARENT / "deployments" / "default.yaml"  # exists in a source checkout only
+EMBEDDED_DEFAULTS = "<embedded defaults>"
 MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -59,9 +63,21 @@ def parse_config(data: Any, source: str = "<config>") -> PetConfig:
         raise ConfigError(source, format_validation_error(err)) from None
 
 
+def default_config_source() -> str:
+    """What ``load_config(None)`` reads: the checkout's ``deployments/default.yaml``, else the embedded defaults."""
+    if source_checkout() is not None and DEFAULT_CONFIG.is_file():
+        return str(DEFAULT_CONFIG)
+    return EMBEDDED_DEFAULTS
+
+
 def load_config(path: str | Path | None = None) -> PetConfig:
-    """Read and validate a YAML file (default: ``deployments/default.yaml``)."""
-    path = Path(path) if path is not None else DEFAULT_CONFIG
+    """Read and validate a YAML file (default: :func:`default_config_source`)."""
+    if path is None:
+        source = default_config_source()
+        if source == EMBEDDED_DEFAULTS:
+            return PetConfig()
+        path = Path(source)
+    path = Path(path)
     source = str(path)
     if not path.exists():
         raise ConfigError(source, ["file does not exist"])

@@ -195,7 +195,9 @@ class ExpertConfig(StrictModel):
 class PersonalConfig(StrictModel):
     """P: the on-device model, run by onnxruntime from a bundle."""
 
-    bundle: str | None = Field(None, description="device bundle folder (None: not configured yet)")
+    bundle: str | None = Field(
+        "default", description="device bundle folder, or 'default': the signed int8 export of T's model under "
+                               "<models_dir>/bundles, built on first use (pet demo, make bundle); None: no P")
     num_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads on the device")
     generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
 
@@ -230,9 +232,12 @@ class RouterConfig(StrictModel):
     p_threshold: float = Field(0.5, ge=0, le=1, description="escalate from P when calibrated confidence is below")
     e_threshold: float = Field(0.5, ge=0, le=1, description="escalate from E to T when calibrated confidence is below")
     domain_similarity_floor: float = Field(
-        0.35, ge=-1, le=1, description="cosine similarity below which a query matches no expert domain"
+        0.2, ge=-1, le=1, description="cosine similarity below which a query matches no expert domain (0.2: the "
+                                      "best centroid setting of benchmarks/domain_routing.py, docs/experts.md)"
     )
-    calibration: str | None = Field(None, description="fitted calibrator file written by `pet router calibrate`")
+    calibration: str | None = Field(
+        "default", description="fitted router file written by `pet router calibrate`, or 'default': the file shipped "
+                               "for the default P (pet/router/default_router.yaml); None: uncalibrated thresholds")
     connect_timeout_s: float = Field(3.0, gt=0, le=600, description="device client: seconds to connect to the gateway")
     read_timeout_s: float = Field(30.0, gt=0, le=3600, description="device client: seconds to wait for the reply")
     encrypt: Literal["auto", "always", "never"] = Field(
@@ -251,7 +256,7 @@ class CryptoConfig(StrictModel):
     """Encryption of everything a device sends to the cloud."""
 
     suite: HpkeSuite = Field(HpkeSuite.x25519_sha256_aes256gcm, description="HPKE suite")
-    keys_dir: str | None = Field(None, description="key folder (default: <models_dir>/../.pet/keys)")
+    keys_dir: str | None = Field(None, description="key folder (default: <state dir>/keys, see pet.paths.state_dir)")
     replay_window_s: float = Field(300.0, gt=0, description="accepted clock skew / replay window in seconds")
     replay_cache_size: int = Field(
         100_000, ge=16, description="request ids remembered per gateway replica for replay refusal"
@@ -276,7 +281,7 @@ class LedgerConfig(StrictModel):
     """Usage metering and contribution rewards."""
 
     enabled: bool = Field(True, description="meter requests")
-    path: str | None = Field(None, description="SQLite file (default: <models_dir>/../.pet/ledger.sqlite)")
+    path: str | None = Field(None, description="SQLite file (default: <state dir>/ledger.sqlite)")
     prices: TierPrices = Field(default_factory=TierPrices)
     reward_per_sample: float = Field(0.01, ge=0, description="credit per contributed sample that is used")
     busy_timeout_s: float = Field(
@@ -453,7 +458,9 @@ class PetConfig(StrictModel):
     """The whole platform."""
 
     version: Literal[1] = Field(1, description="schema version")
-    models_dir: str | None = Field(None, description="model folder (default: $PET_MODELS_DIR or <repo>/models)")
+    models_dir: str | None = Field(
+        None, description="model folder (default: $PET_MODELS_DIR, $PET_HOME/models, <checkout>/models or the user "
+                          "data folder; see pet.paths)")
     traditional: TraditionalConfig = Field(default_factory=TraditionalConfig)
     expert: ExpertConfig = Field(default_factory=ExpertConfig)
     personal: PersonalConfig = Field(default_factory=PersonalConfig)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pet.config.schema import DeploymentOptions, PetConfig
-from pet.paths import models_dir, resolve_model
+from pet.paths import layout, models_dir, resolve_model, state_dir
 
 
 def _replicas(d: DeploymentOptions) -> str:
@@ -21,6 +21,8 @@ def summarize(cfg: PetConfig) -> str:
 
     rows = [
         ("models_dir", str(models_dir(cfg.models_dir))),
+        ("state_dir", f"{state_dir(cfg.models_dir)} (keys, ledger, deployment record)"),
+        ("defaults from", "config models_dir" if cfg.models_dir else layout().rule),
         ("T traditional", f"{model_line(cfg.traditional.model)}; {_replicas(cfg.traditional.deployment)}; "
                           f"batching {'on' if cfg.traditional.batching.enabled else 'off'}"
                           f" (max {cfg.traditional.batching.max_batch_size})"),

@@ -122,14 +122,17 @@ def spawn_detached(config_path: str, wait_s: float = 600.0, log_path: Path | Non
     (``ray stop`` would kill every Ray instance of the user on the machine).
     """
     from pet.config.loader import load_config
+    from pet.paths import pinned_paths
 
     cfg = load_config(config_path)
     log_path = log_path or state_file().with_name("serve.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    # The child must write serve.json where this process polls for it: it gets this process's folders in its
+    # environment, and -P keeps a `pet` package in the working directory (another checkout) from shadowing ours.
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pet", "deploy", config_path, "--wait", str(wait_s)],
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "pet", "deploy", config_path, "--wait", str(wait_s)],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ, **pinned_paths()})
     deadline = time.monotonic() + wait_s
     url = base_url(cfg)
     while time.monotonic() < deadline:
