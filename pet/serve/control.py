@@ -260,7 +260,8 @@ def shutdown(address: str | None = None, timeout_s: float = 60.0) -> str:
         return f"stopped pet deploy (pid {pid})"
     addr = address or (state.get("address") if state.get("detached") else None)
     if addr is None:
-        raise RuntimeError("no running deployment is recorded; pass --address to reach a Ray cluster")
+        raise RuntimeError(f"no running deployment is recorded in {state_file()} (a deployment started with another "
+                           "PET_HOME or from another folder records elsewhere); pass --address to reach a Ray cluster")
     _quiet_env()
     import ray
     from ray import serve

@@ -3,6 +3,7 @@ summary of `pet config check`, and the detached `pet deploy` child."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -163,3 +164,11 @@ def test_detached_child_gets_the_parents_folders(tmp_path, monkeypatch, elsewher
     assert seen["env"]["PET_STATE_DIR"] == str(tmp_path / "h" / "state")
     assert seen["env"]["PET_MODELS_DIR"] == str(tmp_path / "h" / "models")
     assert (tmp_path / "h" / "state" / "serve.log").is_file()
+
+
+def test_shutdown_without_a_record_names_where_it_looked(tmp_path, monkeypatch):
+    import pet.serve.control as control
+
+    monkeypatch.setenv("PET_HOME", str(tmp_path / "h"))
+    with pytest.raises(RuntimeError, match=re.escape(str(tmp_path / "h" / "state" / "serve.json"))):
+        control.shutdown()
