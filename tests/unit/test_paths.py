@@ -172,3 +172,22 @@ def test_shutdown_without_a_record_names_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("PET_HOME", str(tmp_path / "h"))
     with pytest.raises(RuntimeError, match=re.escape(str(tmp_path / "h" / "state" / "serve.json"))):
         control.shutdown()
+
+
+def test_a_pet_package_in_the_working_directory_does_not_shadow_ours(tmp_path):
+    """The bug behind a `pet deploy --detach` that never returned: run from a second checkout, `python -m pet`
+    imported that checkout's package, which recorded the deployment in its own folder. `-P` (what
+    spawn_detached uses) imports the installed pet."""
+    import subprocess
+
+    import pet
+
+    shadow = tmp_path / "other-checkout" / "pet"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    (shadow / "__main__.py").write_text("print('the other checkout')\n")
+    run = [sys.executable, "-m", "pet", "--version"]
+    plain = subprocess.run(run, cwd=shadow.parent, capture_output=True, text=True, timeout=60)
+    assert plain.stdout.strip() == "the other checkout"
+    safe = subprocess.run(run[:1] + ["-P"] + run[1:], cwd=shadow.parent, capture_output=True, text=True, timeout=60)
+    assert safe.returncode == 0 and safe.stdout.strip() == f"pet {pet.__version__}"
