@@ -50,13 +50,14 @@ def _show(ans, as_json: bool) -> None:
 def _chat(args: argparse.Namespace) -> int:
     from pet.config.loader import load_config
     from pet.device.client import DeviceClient
+    from pet.hierarchy import resolve_bundle
 
     cfg = load_config(args.config)
     if args.connect_timeout is not None:
         cfg.router.connect_timeout_s = args.connect_timeout
     if args.read_timeout is not None:
         cfg.router.read_timeout_s = args.read_timeout
-    bundle = args.bundle or cfg.personal.bundle
+    bundle = args.bundle or resolve_bundle(cfg)
     if not bundle:
         raise CLIError("no bundle: pass --bundle or set personal.bundle in the config")
     from pet.device.runtime import BundleError, load_model

@@ -1,27 +1,29 @@
-"""``pet demo [FILE]``: the main job end to end -- deploy the Serve graph locally, ask it a few real
-questions over HTTP (T, E when a domain is registered, auto), print answers, tiers, confidence and latency,
-then shut everything down. With ``crypto.allow_plaintext: false`` (the default) every request is sealed
-with HPKE to the gateway's public key, exactly as a device would send it.
+"""``pet demo [FILE]``: the main job end to end -- the whole P -> E -> T hierarchy on this machine.
+
+Prepares what the default configuration needs (keys, the starter experts, the signed default device bundle;
+all reused when present), deploys the Serve graph on a local Ray, runs the scripted session of
+:mod:`pet.demo` through the device client (P on the device with onnxruntime, escalations HPKE-encrypted to
+the gateway), prints one line per query and the summary, and shuts everything down.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import time
+import uuid
 
-DEMO_QUERIES = [
-    ("t", None, "What is the capital of France?"),
-    ("auto", None, "Give one tip for writing readable Python code."),
-    ("auto", None, "What does a bond's yield mean?"),
-]
+from pet.cli import CLIError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` command."""
-    p = sub.add_parser("demo", help="deploy the graph locally, answer a few real queries, shut down")
+    p = sub.add_parser("demo", help="the P -> E -> T hierarchy end to end: prepare, deploy, a scripted session, "
+                                    "summary, shut down")
     p.add_argument("file", nargs="?", default=None, help="YAML file (default: deployments/default.yaml)")
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the session and summary as JSON")
     p.set_defaults(func=_demo)
 
 
@@ -41,9 +43,13 @@ def _free_port() -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from pet.cli.serve import print_answer
     from pet.config.loader import load_config
-    from pet.serve.client import GatewayClient, GatewayError
+    from pet.demo import SESSION, ledger_rows, run_session, summarize, summary_table
+    from pet.device.client import DeviceClient
+    from pet.device.runtime import BundleError, load_model
+    from pet.hierarchy import prepare_hierarchy
+    from pet.ledger import Ledger
+    from pet.security.signing import trusted_public_key_path
     from pet.serve.control import deploy, stop_local
 
     cfg = load_config(args.file)
@@ -51,39 +57,35 @@ def _demo(args: argparse.Namespace) -> int:
         port = _free_port()
         print(f"demo: port {cfg.serve.http.port} is taken; using {port}")
         cfg.serve.http.port = port
-    try:
-        from pet.security.keys import ensure_keys
-
-        ensure_keys(cfg)
-    except ImportError:
-        pass
     t0 = time.monotonic()
-    print("demo: starting Ray and deploying Traditional, ExpertPool and Gateway (loads SmolLM2 twice) ...")
+    print("demo: preparing the hierarchy (keys, starter experts, device bundle) ...", flush=True)
+    try:
+        ready = prepare_hierarchy(cfg, log=lambda m: print(f"demo: {m}", flush=True))
+        personal = load_model(ready.bundle, num_threads=cfg.personal.num_threads,
+                              public_key=trusted_public_key_path(cfg))
+    except (BundleError, FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from None
+    print(f"demo: P = {ready.bundle.name} ({type(personal).__name__}); E = {', '.join(ready.experts) or 'none'}; "
+          f"router calibration {ready.calibration}")
+    print("demo: starting Ray and deploying Traditional, ExpertPool and Gateway (loads SmolLM2 twice) ...", flush=True)
+    user = f"demo-{uuid.uuid4().hex[:8]}"
     try:
         state = deploy(cfg, log=lambda m: print(f"demo: {m}"))
-        print(f"demo: graph ready at {state['url']} in {time.monotonic() - t0:.0f} s")
-        if state.get("direct_url"):
-            print(f"demo: asking the Gateway replica directly at {state['direct_url']} (Serve direct ingress)")
-        client = GatewayClient(state.get("direct_url") or state["url"], user="demo-user")
-        print(f"demo: requests are {'HPKE-encrypted' if client.encrypts() else 'plaintext (dev mode)'}")
-        domains = [e["name"] for e in client.experts()["experts"]]
-        queries = list(DEMO_QUERIES)
-        if domains:
-            queries.insert(1, ("e", domains[0], f"Tell me something useful about {domains[0]}."))
-        else:
-            print("demo: no expert domain is registered (see `pet expert register`); auto answers from T")
-        for tier, domain, prompt in queries:
-            payload = {"prompt": prompt, "tier": tier, "max_new_tokens": args.max_new_tokens}
-            if domain:
-                payload["domain"] = domain
-            print()
-            try:
-                print_answer(client.generate(payload), prompt=f"[{tier}] {prompt}")
-            except GatewayError as err:
-                print(f"> [{tier}] {prompt}\n  refused: {err}")
-        client.close()
+        url = state.get("direct_url") or state["url"]
+        print(f"demo: graph ready at {url} in {time.monotonic() - t0:.0f} s; the session (user {user}):\n")
+        client = DeviceClient.from_config(cfg, personal, url, user_id=user)
+        turns = run_session(client, SESSION, args.max_new_tokens)
+        escalations = sum(t.answer.tier in ("e", "t") for t in turns)
+        summary = summarize(turns, ledger_rows(Ledger.from_config(cfg), user, escalations))
+        print("\n" + summary_table(summary))
+        if args.json:
+            from pet.io import atomic_write_text
+
+            doc = {"user": user, "summary": summary,
+                   "turns": [{"kind": t.kind, "prompt": t.prompt, **t.answer.to_dict()} for t in turns]}
+            atomic_write_text(args.json, json.dumps(doc, indent=1))
     finally:
-        print("\ndemo: shutting down ...")
+        print("\ndemo: shutting down ...", flush=True)
         stop_local(cfg.serve.app_name)
     print(f"demo: done in {time.monotonic() - t0:.0f} s")
     return 0

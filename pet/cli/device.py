@@ -203,7 +203,9 @@ def _ask(args: argparse.Namespace) -> int:
         from pet.config.loader import load_config
 
         cfg = load_config(args.config)
-    bundle = args.bundle or (cfg.personal.bundle if cfg else None)
+    from pet.hierarchy import resolve_bundle
+
+    bundle = args.bundle or (resolve_bundle(cfg) if cfg else None)
     threads = args.threads or (cfg.personal.num_threads if cfg else 1)
     if not bundle:
         raise CLIError("no bundle: pass --bundle or set personal.bundle in the config")

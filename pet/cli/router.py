@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="what the pregen and stacked models learn: good = logistic on the good-enough label; "
                         "gain = ridge on the quality escalating would add (q_cloud - q_p); L2 cross-validated "
                         "for gain, fixed 1.0 for the good pregen model (default good)")
+    c.add_argument("--for-default-p", action="store_true",
+                   help="record the default P's recipe in the file (the data must hold answers of that bundle); "
+                        "how the shipped router.calibration: default is made")
+    c.add_argument("--config", default=None, help="deployment YAML (with --for-default-p: the models folder)")
     c.add_argument("--no-pregen", action="store_true",
                    help="do not fit the embedding models (pregen and stacked; no MiniLM needed)")
     c.set_defaults(func=_calibrate)
@@ -89,6 +93,14 @@ def _calibrate(args: argparse.Namespace) -> int:
                             target=args.target, pregen_l2=1.0 if args.target == "good" else None)
     except ValueError as err:
         raise CLIError(str(err)) from None
+    if args.for_default_p:
+        from pet.config.loader import load_config
+        from pet.hierarchy import default_bundle_recipe
+
+        try:
+            fitted.p_bundle = default_bundle_recipe(load_config(args.config))
+        except FileNotFoundError as err:
+            raise CLIError(str(err)) from None
     out = fitted.save(args.out)
     info = fitted.info
     print(f"fitted on {info['records']} records ({info['records_with_expert']} with an expert answer); "

@@ -28,9 +28,8 @@ def summarize(cfg: PetConfig) -> str:
                           f" (max {cfg.traditional.batching.max_batch_size})"),
         ("E expert", f"base {model_line(cfg.expert.base_model)}; {_replicas(cfg.expert.deployment)}; "
                      f"{cfg.expert.max_adapters_per_replica} adapters/replica; timeout {cfg.expert.timeout_s}s"),
-        ("P personal", f"bundle {cfg.personal.bundle or '(none yet)'}; {cfg.personal.num_threads} thread(s)"),
-        ("router", f"{cfg.router.policy.value}; P threshold {cfg.router.p_threshold}, "
-                   f"E threshold {cfg.router.e_threshold}"),
+        ("P personal", f"bundle {_bundle(cfg)}; {cfg.personal.num_threads} thread(s)"),
+        ("router", _router(cfg)),
         ("crypto", f"{cfg.crypto.suite.value}; plaintext "
                    f"{'ALLOWED (dev)' if cfg.crypto.allow_plaintext else 'refused'}"),
         ("ledger", f"{'on' if cfg.ledger.enabled else 'off'}; prices/1k tokens P {cfg.ledger.prices.p} "
@@ -42,3 +41,30 @@ def summarize(cfg: PetConfig) -> str:
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def _bundle(cfg: PetConfig) -> str:
+    from pet.hierarchy import DEFAULT, resolve_bundle
+
+    path = resolve_bundle(cfg)
+    if path is None:
+        return "(none)"
+    return f"{path} (the signed int8 export of T, built on first use)" if cfg.personal.bundle == DEFAULT else str(path)
+
+
+def _router(cfg: PetConfig) -> str:
+    """The router in force: policy, floor, and where the thresholds come from."""
+    from pet.hierarchy import resolve_calibration
+
+    r = cfg.router
+    head = f"{r.policy.value}; domain floor {r.domain_similarity_floor}; "
+    cal = resolve_calibration(r.calibration)
+    if cal is None:
+        return head + f"uncalibrated: P threshold {r.p_threshold}, E threshold {r.e_threshold}"
+    try:
+        from pet.router.policy import RouterFile
+
+        f = RouterFile.load(cal)
+        return head + f"calibrated ({cal.name}): P threshold {f.p_threshold:.3f}, E threshold {f.e_threshold:.3f}"
+    except (OSError, ValueError) as err:
+        return head + f"calibration {cal} unreadable ({err})"

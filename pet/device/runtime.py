@@ -132,11 +132,13 @@ class DeviceModel:
     def from_config(cls, cfg: Any, allow_unsigned: bool = False) -> DeviceModel:
         """Load ``cfg.personal.bundle`` with ``cfg.personal.num_threads``, trusting the config's bundle key
         (:func:`pet.security.signing.trusted_public_key_path`)."""
+        from pet.hierarchy import resolve_bundle
         from pet.security.signing import trusted_public_key_path
 
-        if not cfg.personal.bundle:
+        bundle = resolve_bundle(cfg)
+        if bundle is None:
             raise BundleError("no device bundle configured (personal.bundle)")
-        return cls.load(cfg.personal.bundle, num_threads=cfg.personal.num_threads,
+        return cls.load(bundle, num_threads=cfg.personal.num_threads,
                         public_key=trusted_public_key_path(cfg), allow_unsigned=allow_unsigned)
 
     @classmethod

@@ -221,6 +221,7 @@ class RouterFile:
     info: dict[str, Any] = field(default_factory=dict)
     stacked: StackedScorer | None = None
     stacked_threshold: float = 0.5
+    p_bundle: dict[str, Any] | None = None  # the recipe of the P whose answers the file was fitted on
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML document."""
@@ -233,6 +234,7 @@ class RouterFile:
             # Optional keys (still version 1: files without them load, with no stacked model).
             **({"stacked_threshold": float(self.stacked_threshold), "stacked": self.stacked.to_dict()}
                if self.stacked else {}),
+            **({"p_bundle": self.p_bundle} if self.p_bundle else {}),
             "info": self.info,
         }
 
@@ -244,6 +246,10 @@ class RouterFile:
         if d.get("version") != ROUTER_FILE_VERSION:
             raise ValueError(f"{source}: version must be {ROUTER_FILE_VERSION}, got {d.get('version')!r}")
         out = cls(policy=str(d.get("policy", "cascade")), info=dict(d.get("info") or {}))
+        if d.get("p_bundle") is not None:
+            if not isinstance(d["p_bundle"], dict):
+                raise ValueError(f"{source}: p_bundle must be a mapping (the P recipe the file was fitted for)")
+            out.p_bundle = dict(d["p_bundle"])
         for key in ("p_threshold", "e_threshold", "pregen_threshold", "stacked_threshold"):
             v = d.get(key, 0.5)
             if not isinstance(v, int | float) or not 0 <= v <= 1:
@@ -405,12 +411,15 @@ def make_policy(name: str, fitted: RouterFile) -> RouterPolicy:
 def policy_from_config(router_cfg: Any) -> RouterPolicy:
     """The policy a RouterConfig describes.
 
-    With ``calibration`` set, calibrators and thresholds come from that file (the fitted thresholds);
+    With ``calibration`` set (``default``: the file shipped for the default P), calibrators and thresholds come
+    from that file (the fitted thresholds);
     without it the thresholds of the config apply to the uncalibrated ``geomean`` score.
     """
+    from pet.hierarchy import resolve_calibration
+
     name = getattr(router_cfg.policy, "value", router_cfg.policy)
     if router_cfg.calibration:
-        fitted = RouterFile.load(router_cfg.calibration)
+        fitted = RouterFile.load(resolve_calibration(router_cfg.calibration))
     else:
         fitted = RouterFile(p_threshold=router_cfg.p_threshold, e_threshold=router_cfg.e_threshold, policy=name)
     return make_policy(name, fitted)
