@@ -113,11 +113,11 @@ def test_config_check_without_a_file_uses_the_embedded_defaults(installed):
 
 
 def test_config_check_with_a_file_resolves_relative_paths_against_the_working_directory(installed):
-    (installed.cwd / "mine.yaml").write_text("version: 1\nmodels_dir: my-models\nrouter:\n  p_threshold: 0.7\n")
+    (installed.cwd / "mine.yaml").write_text("version: 1\nmodels_dir: my-models\nserve:\n  http:\n    port: 8123\n")
     proc = installed.pet("config", "check", "mine.yaml")
     assert proc.returncode == 0, proc.stderr
     assert f"models_dir     {installed.cwd / 'my-models'}" in proc.stdout
-    assert "P threshold 0.7" in proc.stdout
+    assert "127.0.0.1:8123" in proc.stdout
     bad = installed.pet("config", "check", "missing.yaml")
     assert bad.returncode == 2 and "missing.yaml: file does not exist" in bad.stderr
 
