@@ -55,6 +55,7 @@ def installed(tmp_path_factory) -> Installed:
     shutil.copytree(REPO / "pet", src / "pet", ignore=shutil.ignore_patterns("__pycache__"))
     for name in SOURCES:
         shutil.copy2(REPO / name, src / name)
+    # --no-build-isolation: the backend (setuptools>=77) is already in the environment, torch requires it
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(root / "dist"),
           str(src)])
     (wheel,) = (root / "dist").glob("pet-*.whl")
