@@ -6,7 +6,8 @@
 
 The KV cache stays inside onnxruntime between steps: every step feeds the previous step's ``present.*``
 OrtValues as the next ``past_key_values.*`` inputs (``run_with_ort_values``), so the cache is never copied to
-numpy. A prefill asks the graph for the last position's logits only (``last_only``, pet graphs since issue 25). Imports: numpy, onnxruntime, tokenizers, jinja2 -- never
+numpy. A prefill asks the graph for the last position's logits only (``last_only``, pet graphs since issue 25).
+Imports: numpy, onnxruntime, tokenizers, jinja2 -- never
 torch or transformers (a test checks ``sys.modules``).
 """
 
