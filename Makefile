@@ -36,17 +36,22 @@ test-unit: install
 test-integration: models
 	$(BIN)/python -m pytest tests/integration
 
-# The two default expert domains from text installed with the project (about 10 minutes each on 2 cores).
+# Retrain the two starter expert domains from text installed with the project (5-10 minutes each on 2 cores)
+# and ship them in the package (pet ships them already: this is how they were made).
 experts: models
 	mkdir -p runs/experts
 	$(BIN)/pet expert recipe python --out runs/experts/python.txt --examples-out runs/experts/python.queries.txt
-	$(BIN)/pet expert register python --data runs/experts/python.txt --examples runs/experts/python.queries.txt --replace
+	$(BIN)/pet expert register python --data runs/experts/python.txt --examples runs/experts/python.queries.txt --replace --steps 20 --time-budget 3000
 	$(BIN)/pet expert recipe chitchat --out runs/experts/chitchat.jsonl --examples-out runs/experts/chitchat.queries.txt
-	$(BIN)/pet expert register chitchat --data runs/experts/chitchat.jsonl --examples runs/experts/chitchat.queries.txt --replace
+	$(BIN)/pet expert register chitchat --data runs/experts/chitchat.jsonl --examples runs/experts/chitchat.queries.txt --replace --steps 25 --time-budget 3000
+	# ship them: the package's starter experts (pet/experts/starter/) are these two, adapter weights in fp16
+	$(BIN)/pet expert pack python
+	$(BIN)/pet expert pack chitchat
 
-# The default personal-model bundle: SmolLM2 exported to ONNX with block-wise int8 weights.
+# What the default configuration runs: keys, the starter experts, and the default P bundle (T's model exported
+# to ONNX with block-wise int8 weights, signed); skipped when already there with the same recipe.
 bundle: models
-	$(BIN)/pet export --model models/smollm2-135m-instruct --quantize int8 --out models/bundles/smollm2-int8 --replace
+	$(BIN)/pet models hierarchy
 
 # Benchmarks (programs, not tests): each prints a table and writes benchmarks/results/.
 bench: models

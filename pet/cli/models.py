@@ -1,4 +1,4 @@
-"""``pet models prepare|list|verify``: the offline model folder."""
+"""``pet models prepare|hierarchy|list|verify``: the offline model folder and what the defaults need."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                 "checkout's models/ or the user data folder; see `pet --help`)")
     pr.add_argument("--force", action="store_true", help="redo the conversion even if prepared")
     pr.set_defaults(func=_prepare)
+    hi = ms.add_parser("hierarchy", help="prepare what the default configuration runs: keys, the starter experts "
+                                         "and the signed default device bundle (reused when present)")
+    hi.add_argument("--config", default=None, help="YAML config (default: deployments/default.yaml)")
+    hi.set_defaults(func=_hierarchy)
     ls = ms.add_parser("list", help="list prepared models")
     ls.add_argument("--dir", default=None)
     ls.set_defaults(func=_list)
@@ -60,3 +64,19 @@ def _verify(args: argparse.Namespace) -> int:
         print(p)
     print("all files match the manifest" if not problems else f"{len(problems)} problem(s)")
     return 1 if problems else 0
+
+
+def _hierarchy(args: argparse.Namespace) -> int:
+    from pet.cli import CLIError
+    from pet.config.loader import load_config
+    from pet.hierarchy import prepare_hierarchy
+
+    try:
+        ready = prepare_hierarchy(load_config(args.config), log=lambda m: print(f"  {m}", flush=True))
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from None
+    print(f"P bundle     {ready.bundle}")
+    print(f"E experts    {', '.join(ready.experts) or 'none'}"
+          + (f" (installed now: {', '.join(ready.experts_installed)})" if ready.experts_installed else ""))
+    print(f"router       {ready.calibration}")
+    return 0
