@@ -162,7 +162,8 @@ def burst_phase(url: str, n: int) -> dict:
         res = list(ex.map(one, range(n)))
     codes = [c for c, _ in res]
     return {"sent": n, "ok": codes.count(200), "json_503_retry_after": sum(j for _, j in res),
-            "other": sum(c not in (200, 503) for c in codes) + sum(c == 503 and not j for c, j in res)}
+            "other": sum(c not in (200, 503) for c in codes) + sum(c == 503 and not j for c, j in res),
+            "statuses": {str(c): codes.count(c) for c in sorted(set(codes))}}
 
 
 def _metric(url: str, name: str) -> float:
@@ -272,7 +273,7 @@ def table(res: dict) -> str:
                      f"{s['stalled_answered_408']} | < 100 ms |")
     b = res["burst"]
     lines.append(f"| burst of {b['sent']} (2x max_inflight) | {b['ok']} answered, {b['json_503_retry_after']} JSON "
-                 f"503 + Retry-After, {b['other']} other | other = 0 |")
+                 f"503 + Retry-After, {b['other']} other (statuses {b['statuses']}) | no plain-text 503 |")
     for k in res["kills"]:
         lines.append(f"| {k['deployment']} replica killed under load | {k['lost']} lost of {k['requests']}, "
                      f"{k['retried']} retried, {k['fallback']} fallback {k['fallback_reasons']}, new replica after "

@@ -17,17 +17,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# (kind, prompt): what a user of a personal assistant with a Python expert asks in one sitting
+# (kind, prompt): what a user of a personal assistant with a Python expert asks in one sitting. Chosen so the
+# session shows every tier with a margin: with the shipped calibration P escalates below a mean token log-prob
+# of about -0.79 and E is kept above about -1.23 (measured with the default P and the starter experts: the two
+# chitchat turns P -1.10 / -1.15, E -0.82 / -0.77; the T-bound ones P -0.92 to -1.11 and no domain within 0.2).
 SESSION: tuple[tuple[str, str], ...] = (
-    ("personal", "hey! how was your weekend?"),
-    ("python", "In Python, what does os.path.join do?"),
-    ("general", "What is the capital of Australia?"),
-    ("personal", "lol same, I just stayed home and watched movies"),
+    ("personal", "What is your secret super power?"),
     ("python", "How do I read a file line by line in Python?"),
-    ("general", "Who wrote the novel Pride and Prejudice?"),
-    ("personal", "want to grab lunch tomorrow?"),
-    ("python", "In Python, what does itertools.chain do?"),
-    ("general", "Why is the sky blue?"),
+    ("general", "Who was the first person to walk on the moon?"),
+    ("personal", "umm. I once climbed the roof of my high school"),
+    ("python", "In Python, what does operator.truth do?"),
+    ("general", "Who composed the opera Lakme?"),
+    ("personal", "how do we keep getting each other?"),
+    ("python", "What is base64.encodebytes used for in Python?"),
+    ("general", "Who painted The Garden of Earthly Delights?"),
 )
 TIERS = ("p", "e", "t")
 
@@ -53,7 +56,7 @@ def why(ans: Any) -> str:
     for d in ans.decisions:
         if d.get("score") is not None and d.get("threshold") is not None:
             op = ">=" if d["action"] == "answer_p" else "<"
-            parts.append(f"P score {d['score']:.2f} {op} {d['threshold']:.2f}")
+            parts.append(f"P score {d['score']:.3f} {op} {d['threshold']:.3f}")
     r = ans.route or {}
     if "domain_similarity" in r:
         sim, floor = r["domain_similarity"], r["domain_floor"]
@@ -61,7 +64,7 @@ def why(ans: Any) -> str:
                      else f"no expert domain (best similarity {sim:.2f} < floor {floor:.2f})")
     if r.get("e_score") is not None:
         op = ">=" if ans.tier == "e" else "<"
-        parts.append(f"E score {r['e_score']:.2f} {op} {r['e_threshold']:.2f}")
+        parts.append(f"E score {r['e_score']:.3f} {op} {r['e_threshold']:.3f}")
     if ans.degraded:
         parts.append("gateway unavailable: answered on the device")
     return "; ".join(parts) or ans.reason

@@ -41,9 +41,12 @@ def _show(ans, as_json: bool) -> None:
     if as_json:
         print(json.dumps(ans.to_dict()), flush=True)
         return
+    from pet.demo import why
+
     label = ans.tier.upper() + (f":{ans.domain}" if ans.domain else "") + (" degraded" if ans.degraded else "")
+    tokens = sum(int(v) for v in (ans.usage or {}).values())
     print(f"[{label}] {ans.text.strip()}")
-    print(f"    why: {ans.reason}  ({ans.latency_ms:.0f} ms, router {ans.router_ms:.2f} ms"
+    print(f"    why: {why(ans)}  ({ans.latency_ms:.0f} ms, {tokens} tok, router {ans.router_ms:.2f} ms"
           f"{', encrypted' if ans.encrypted else ''})", flush=True)
 
 
