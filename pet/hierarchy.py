@@ -84,15 +84,31 @@ def ensure_default_bundle(cfg: Any, log: Callable[[str], None] = lambda m: None)
 
     out = default_bundle_dir(cfg)
     recipe = default_bundle_recipe(cfg)
+    from pet.security.signing import (
+        BundleSignatureError,
+        sign_with_default_key,
+        signing_keys_dir,
+        trusted_public_key_path,
+        verify_bundle,
+    )
+
+    keys = signing_keys_dir(cfg)
     try:
-        if json.loads((out / RECIPE_FILE).read_text()) == recipe:
-            log(f"device bundle {out} is up to date (recipe {recipe_key(recipe)})")
-            return out
+        fresh = json.loads((out / RECIPE_FILE).read_text()) == recipe
     except (OSError, ValueError):
-        pass
+        fresh = False
+    if fresh:
+        try:
+            verify_bundle(out, trusted_public_key_path(cfg), check_files=False)
+        except BundleSignatureError:
+            # Same weights, signed by another cloud key (another keys folder): re-sign, no need to re-export.
+            entry = sign_with_default_key(out, keys)
+            log(f"device bundle {out} re-signed with this configuration's key {entry['key_id']}")
+        log(f"device bundle {out} is up to date (recipe {recipe_key(recipe)})")
+        return out
     log(f"exporting the default device bundle ({DEFAULT_QUANTIZE}, signed) to {out}: about 2 minutes, once ...")
     export_bundle(resolve_model(cfg.traditional.model, cfg.models_dir), out, quantize=DEFAULT_QUANTIZE,
-                  replace=True, keys_dir=cfg.crypto.keys_dir, log=lambda m: log(f"  {m}"))
+                  replace=True, keys_dir=keys, log=lambda m: log(f"  {m}"))
     atomic_write_json(out / RECIPE_FILE, recipe)  # written last: a killed export is rebuilt next time
     return out
 

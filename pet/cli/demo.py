@@ -86,6 +86,6 @@ def _demo(args: argparse.Namespace) -> int:
             atomic_write_text(args.json, json.dumps(doc, indent=1))
     finally:
         print("\ndemo: shutting down ...", flush=True)
-        stop_local(cfg.serve.app_name)
+        stop_local(cfg.serve.app_name, graceful=False)  # the session is over: nothing is in flight
     print(f"demo: done in {time.monotonic() - t0:.0f} s")
     return 0

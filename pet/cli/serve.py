@@ -154,6 +154,10 @@ def _status(args: argparse.Namespace) -> int:
     print(f"  experts registered: {', '.join(names) or 'none'}")
     for replica, loaded in ex.get("loaded_adapters", {}).items():
         print(f"  adapters loaded on {replica}: {', '.join(loaded) or 'none'}")
+    r = st.get("router")
+    if r:
+        print(f"  router: {r['policy']}, calibration {r['calibration']}, P threshold {r['p_threshold']:.3f}, "
+              f"E threshold {r['e_threshold']:.3f}, domain floor {r['domain_floor']}")
     return 0
 
 

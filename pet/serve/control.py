@@ -230,13 +230,17 @@ def block_until_signal(on_stop: Any) -> None:
         on_stop()
 
 
-def stop_local(app_name: str | None = None) -> None:
-    """Shut Serve and Ray down from the process that deployed them."""
+def stop_local(app_name: str | None = None, graceful: bool = True) -> None:
+    """Shut Serve and Ray down from the process that deployed them.
+
+    ``graceful=False`` skips Serve's own shutdown (replicas draining, a controller that often misses its 30 s
+    deadline) and stops the local Ray at once: for callers with nothing left in flight (``pet demo``).
+    """
     import ray
     from ray import serve
 
     try:
-        if ray.is_initialized():  # serve.shutdown() would otherwise start a fresh Ray just to find nothing
+        if ray.is_initialized() and graceful:  # serve.shutdown() would otherwise start a fresh Ray to find nothing
             serve.shutdown()
     finally:
         ray.shutdown()

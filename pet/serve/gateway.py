@@ -198,6 +198,24 @@ def _include_extra_routes() -> list[str]:
 EXTRA_ROUTE_MODULES = _include_extra_routes()
 
 
+def router_info(cfg: Any) -> dict[str, Any]:
+    """The router in force (what `pet status` prints): policy, calibration file, thresholds, domain floor."""
+    from pet.hierarchy import resolve_calibration
+    from pet.router.policy import RouterFile
+
+    r = cfg.router
+    cal = resolve_calibration(r.calibration)
+    out = {"policy": r.policy.value, "calibration": str(cal) if cal else None, "p_threshold": r.p_threshold,
+           "e_threshold": r.e_threshold, "domain_floor": r.domain_similarity_floor}
+    if cal is not None:
+        try:
+            fitted = RouterFile.load(cal)
+            out.update(p_threshold=fitted.p_threshold, e_threshold=fitted.e_threshold)
+        except (OSError, ValueError):
+            out["calibration"] = f"{cal} (unreadable)"
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The deployment
 
@@ -274,5 +292,6 @@ class Gateway(TierCaller):
 
         result = await asyncio.to_thread(app_status, self.cfg.serve.app_name)
         result["experts"] = await self.experts_info()
+        result["router"] = router_info(self.cfg)
         self._status_cache = (time.monotonic(), result)
         return result

@@ -206,3 +206,4 @@ def test_cli_ask_and_status_against_the_gateway(serve_url, capsys):
     assert main(["status", "--url", serve_url]) == 0
     text = capsys.readouterr().out
     assert "Traditional" in text and "ExpertPool" in text and "Gateway" in text and "python" in text
+    assert "router: cascade, calibration" in text and "default_router.yaml" in text  # the router in force
