@@ -199,7 +199,7 @@ def _ask(args: argparse.Namespace) -> int:
     from pet.security.signing import trusted_public_key_path
 
     cfg = None
-    if args.config:
+    if args.config or not args.bundle:  # no --bundle: the configuration's P (default: the default bundle)
         from pet.config.loader import load_config
 
         cfg = load_config(args.config)
