@@ -145,3 +145,14 @@ def test_bench_measures_both_runtimes(bundles, tmp_path):
         assert set(r["ttft_roofline_ratio"]) == set(r["ttft_s"]) and r["gemm_gflops"] > 0
         assert r["torch_imported"] is False
     assert "vector_extensions" in out["machine"] and json.loads((tmp_path / "r.json").read_text())["variants"]
+
+
+def test_device_ask_with_either_runtime(bundles, capsys):
+    from pet.cli.main import main
+
+    answers = []
+    for rt in ("ort", "genai"):
+        assert main(["device", "ask", "--bundle", str(bundles["int8-shared"]), "--runtime", rt,
+                     "--max-new-tokens", "5", "Hello"]) == 0
+        answers.append(capsys.readouterr().out)
+    assert answers[0] == answers[1]
