@@ -35,7 +35,14 @@ def _prompt_ids(encode: Any, n: int) -> list[int]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MB."""
+    """Peak resident set size of this process so far, MB: ``VmHWM`` (reset at exec; ``ru_maxrss`` is not on
+    Linux, so a worker would report its parent's peak when that was larger)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
