@@ -44,7 +44,7 @@ experts: models
 	$(BIN)/pet expert register python --data runs/experts/python.txt --examples runs/experts/python.queries.txt --replace --steps 20 --time-budget 3000
 	$(BIN)/pet expert recipe chitchat --out runs/experts/chitchat.jsonl --examples-out runs/experts/chitchat.queries.txt
 	$(BIN)/pet expert register chitchat --data runs/experts/chitchat.jsonl --examples runs/experts/chitchat.queries.txt --replace --steps 25 --time-budget 3000
-	# ship them: the package's starter experts (pet/experts/starter/) are these two, adapter weights in fp16
+	# ship them: the package's starter experts (pet/expert/starter/) are these two, adapter weights in fp16
 	$(BIN)/pet expert pack python
 	$(BIN)/pet expert pack chitchat
 

@@ -227,7 +227,7 @@ def start_graph(root: Path, port: int, direct_port: int) -> tuple[str, str | Non
     from ray import serve
 
     from pet.config.loader import parse_config
-    from pet.experts.registry import ExpertRegistry
+    from pet.expert.registry import ExpertRegistry
     from pet.models.embed import Embedder
     from pet.paths import resolve_model
     from pet.serve.app import build_app, logging_config

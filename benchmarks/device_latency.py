@@ -25,9 +25,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pet.device.bench import profile_ops, run_device_bench  # noqa: E402
-from pet.export.bundle import export_bundle  # noqa: E402
 from pet.paths import models_dir  # noqa: E402
+from pet.personal.bench import profile_ops, run_device_bench  # noqa: E402
+from pet.personal.bundle.write import export_bundle  # noqa: E402
 
 FORMATS = ("none", "int8", "int4", "int8-shared", "int8b64-shared", "int4-shared")
 

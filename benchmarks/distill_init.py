@@ -4,7 +4,7 @@
     python benchmarks/distill_init.py --layers 10 --steps 150 --variants even/bf16,block/bf16 \
         --out benchmarks/results/distill_init_p10
 
-Every variant runs ``pet.distill.train.distill`` from scratch with the same settings, batches (per-step RNG)
+Every variant runs ``pet.personal.distill.train.distill`` from scratch with the same settings, batches (per-step RNG)
 and teacher-generated texts (generated once, then copied into each run's folder), so the variants differ
 only in the layers the student starts from and the precision of the forward passes. Reported per variant:
 held-out perplexity of the truncated init and after the steps, seconds per training step, and ratios to
@@ -24,10 +24,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pet.distill.student import LAYER_SELECTIONS  # noqa: E402
-from pet.distill.train import PRECISIONS, DistillSettings, distill, native_bf16  # noqa: E402
 from pet.io import atomic_write_json  # noqa: E402
 from pet.machine import machine_info  # noqa: E402
+from pet.personal.distill.student import LAYER_SELECTIONS  # noqa: E402
+from pet.personal.distill.train import PRECISIONS, DistillSettings, distill, native_bf16  # noqa: E402
 
 VARIANTS = (("even", "fp32"), ("even", "bf16"), ("block", "fp32"), ("block", "bf16"))
 

@@ -31,12 +31,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pet.experts.classifier import DomainClassifier  # noqa: E402
-from pet.experts.data import load_domain_data, sample_queries  # noqa: E402
-from pet.experts.recipes import get_recipe  # noqa: E402
-from pet.experts.registry import ExpertRegistry  # noqa: E402
+from pet.expert.data import load_domain_data, sample_queries  # noqa: E402
+from pet.expert.recipes import get_recipe  # noqa: E402
+from pet.expert.registry import ExpertRegistry  # noqa: E402
 from pet.io import atomic_write_json, atomic_write_text  # noqa: E402
 from pet.machine import machine_info  # noqa: E402
+from pet.router.domains import DomainClassifier  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 DOMAINS = ("python", "chitchat")

@@ -30,9 +30,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pet.device.bench import measure_bandwidth  # noqa: E402
 from pet.io import atomic_write_json  # noqa: E402
 from pet.machine import machine_info  # noqa: E402
+from pet.personal.bench import measure_bandwidth  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 HIDDEN, KV, INTER, VOCAB, LAYERS_135M = 576, 192, 1536, 49152, 30

@@ -195,9 +195,9 @@ def main() -> int:
     from pet.models.embed import Embedder
     from pet.models.lm import CausalLM
     from pet.paths import resolve_model
-    from pet.personalize.augment import augment_local
-    from pet.personalize.evaluate import evaluate
-    from pet.personalize.lora import load_base, tokenize_examples, train_lora
+    from pet.personal.personalize.augment import augment_local
+    from pet.personal.personalize.evaluate import evaluate
+    from pet.personal.personalize.lora import load_base, tokenize_examples, train_lora
 
     cfg = load_config()
     pcfg = cfg.personalization

@@ -10,7 +10,7 @@ then sweeps thresholds over the cache without generating again. The models:
 - T: SmolLM2-135M-Instruct (torch, fp32).
 - E: the registered expert of the domain the DomainClassifier picks (base + LoRA adapter via peft); queries
   with no domain, or every query when no expert is registered, reuse T's answer (E's base *is* T's model).
-- P: a device bundle (onnxruntime, pet.device.runtime.DeviceModel) when one exists under models/bundles/;
+- P: a device bundle (onnxruntime, pet.personal.runtime.DeviceModel) when one exists under models/bundles/;
   otherwise a stand-in: SmolLM2 with some middle layers removed (torch), which is what a distilled student
   starts from.
 """
@@ -178,7 +178,7 @@ def main() -> int:
                 b = find_bundle()
                 spec = f"bundle:{b}" if b else "truncated:26"
             if spec.startswith("bundle:"):
-                from pet.device.runtime import DeviceModel
+                from pet.personal.runtime import DeviceModel
 
                 dm = DeviceModel.load(spec.split(":", 1)[1], num_threads=1)
                 desc = f"device bundle {Path(spec.split(':', 1)[1]).name} (onnxruntime) mnt={mnt}"
@@ -198,9 +198,9 @@ def main() -> int:
 def generate_experts(queries, mnt: int, batch: int) -> None:
     """E answers: each query goes to the expert its domain classifier picks; the rest reuse T's answers."""
     from pet.config.loader import load_config
-    from pet.experts.classifier import DomainClassifier
-    from pet.experts.registry import ExpertRegistry
+    from pet.expert.registry import ExpertRegistry
     from pet.models.embed import Embedder
+    from pet.router.domains import DomainClassifier
 
     cfg = load_config(None)
     reg = ExpertRegistry.from_config(cfg)

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     from pet.config.loader import parse_config
     from pet.serve.app import build_app, logging_config
     from pet.serve.control import http_options, wait_healthy
-    from pet.serve.traditional import Traditional
+    from pet.traditional.deployment import Traditional
 
     info = machine()
     levels = [int(x) for x in args.levels.split(",")]

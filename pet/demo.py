@@ -41,7 +41,7 @@ class Turn:
 
     kind: str
     prompt: str
-    answer: Any  # pet.device.client.Answer
+    answer: Any  # pet.personal.device.Answer
 
     @property
     def tokens(self) -> int:
@@ -82,7 +82,7 @@ def format_turn(i: int, turn: Turn) -> str:
 
 def run_session(client: Any, queries: Sequence[tuple[str, str]] = SESSION, max_new_tokens: int | None = None,
                 log: Callable[[str], None] = print) -> list[Turn]:
-    """Ask every query through ``client`` (a :class:`pet.device.client.DeviceClient`), printing a line each."""
+    """Ask every query through ``client`` (a :class:`pet.personal.device.DeviceClient`), printing a line each."""
     turns = []
     for i, (kind, prompt) in enumerate(queries, 1):
         turn = Turn(kind, prompt, client.ask(prompt, max_new_tokens))

@@ -1,6 +1,6 @@
 """What a new user gets by default: the whole P -> E -> T hierarchy, prepared once and reused after.
 
-- **E**: the starter experts shipped in the package (:mod:`pet.experts.starter`), registered where missing.
+- **E**: the starter experts shipped in the package (:mod:`pet.expert.starter`), registered where missing.
 - **P**: the default device bundle, the signed int8 export of T's model (``personal.bundle: default``),
   built under ``<models_dir>/bundles/<name>`` and kept while its *recipe* (the source weights' sha256, the
   quantisation, :data:`BUNDLE_RECIPE_VERSION`) is unchanged, so a second run skips the ~2 min export.
@@ -78,13 +78,13 @@ def resolve_bundle(cfg: Any, value: str | None = None) -> Path | None:
 
 def ensure_default_bundle(cfg: Any, log: Callable[[str], None] = lambda m: None) -> Path:
     """The default bundle, exported and signed unless one with the same recipe is already there."""
-    from pet.export.bundle import export_bundle
     from pet.io import atomic_write_json
     from pet.paths import resolve_model
+    from pet.personal.bundle.write import export_bundle
 
     out = default_bundle_dir(cfg)
     recipe = default_bundle_recipe(cfg)
-    from pet.security.signing import (
+    from pet.personal.bundle.sign import (
         BundleSignatureError,
         sign_with_default_key,
         signing_keys_dir,
@@ -145,8 +145,8 @@ class Prepared:
 
 def prepare_hierarchy(cfg: Any, log: Callable[[str], None] = lambda m: None) -> Prepared:
     """Keys, starter experts and the device bundle the default configuration needs; cheap when already done."""
-    from pet.experts.registry import ExpertRegistry
-    from pet.experts.starter import install_starters
+    from pet.expert.registry import ExpertRegistry
+    from pet.expert.starter import install_starters
     from pet.security.keys import ensure_keys
 
     ensure_keys(cfg)

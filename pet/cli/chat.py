@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="development only: run a device bundle that carries no signature")
     p.add_argument("--runtime", choices=("ort", "genai"), default=None,
                    help="device runtime: ort (pet's loop over onnxruntime) or genai (onnxruntime-genai); "
-                        "default: pet.device.runtime.DEFAULT_RUNTIME")
+                        "default: pet.personal.runtime.DEFAULT_RUNTIME")
     p.set_defaults(func=_chat)
 
 
@@ -52,8 +52,8 @@ def _show(ans, as_json: bool) -> None:
 
 def _chat(args: argparse.Namespace) -> int:
     from pet.config.loader import load_config
-    from pet.device.client import DeviceClient
     from pet.hierarchy import resolve_bundle
+    from pet.personal.device import DeviceClient
 
     cfg = load_config(args.config)
     if args.connect_timeout is not None:
@@ -63,8 +63,8 @@ def _chat(args: argparse.Namespace) -> int:
     bundle = args.bundle or resolve_bundle(cfg)
     if not bundle:
         raise CLIError("no bundle: pass --bundle or set personal.bundle in the config")
-    from pet.device.runtime import BundleError, load_model
-    from pet.security.signing import trusted_public_key_path
+    from pet.personal.bundle.sign import trusted_public_key_path
+    from pet.personal.runtime import BundleError, load_model
 
     try:
         personal = load_model(bundle, runtime=args.runtime, num_threads=cfg.personal.num_threads,

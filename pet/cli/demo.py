@@ -45,11 +45,11 @@ def _free_port() -> int:
 def _demo(args: argparse.Namespace) -> int:
     from pet.config.loader import load_config
     from pet.demo import SESSION, ledger_rows, run_session, summarize, summary_table
-    from pet.device.client import DeviceClient
-    from pet.device.runtime import BundleError, load_model
     from pet.hierarchy import prepare_hierarchy
     from pet.ledger import Ledger
-    from pet.security.signing import trusted_public_key_path
+    from pet.personal.bundle.sign import trusted_public_key_path
+    from pet.personal.device import DeviceClient
+    from pet.personal.runtime import BundleError, load_model
     from pet.serve.control import deploy, stop_local
 
     cfg = load_config(args.file)

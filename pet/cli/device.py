@@ -29,10 +29,10 @@ def _group(sub: argparse._SubParsersAction, name: str, help_text: str, dest: str
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``distill``, ``export``, ``device`` and ``bench device``."""
-    from pet.device.bundle import QUANTIZATIONS
-    from pet.device.runtime import DEFAULT_RUNTIME, RUNTIMES
-    from pet.distill.student import LAYER_SELECTIONS  # light: torch loads only when a command runs
-    from pet.distill.train import PRECISIONS
+    from pet.personal.bundle.read import QUANTIZATIONS
+    from pet.personal.distill.student import LAYER_SELECTIONS  # light: torch loads only when a command runs
+    from pet.personal.distill.train import PRECISIONS
+    from pet.personal.runtime import DEFAULT_RUNTIME, RUNTIMES
 
     d = sub.add_parser("distill", help="distil a smaller personal (P) student from T or an expert")
     d.add_argument("--teacher", default="t", help="t, expert:NAME, or a model folder (default: t)")
@@ -116,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _distill(args: argparse.Namespace) -> int:
     from pet.config.loader import load_config
-    from pet.distill.train import DistillSettings, distill
+    from pet.personal.distill.train import DistillSettings, distill
 
     cfg = load_config(args.config) if args.config else None
     domain, samples = None, None
@@ -146,8 +146,8 @@ def _distill(args: argparse.Namespace) -> int:
 def _domain_teacher(spec: str, cfg: object) -> tuple[str, list]:
     """``NAME=DATA`` -> (``expert:NAME``, DATA's samples), refusing data the expert was not registered with."""
     from pet.config.schema import PetConfig
-    from pet.experts.data import DataError, load_domain_data
-    from pet.experts.registry import ExpertRegistry
+    from pet.expert.data import DataError, load_domain_data
+    from pet.expert.registry import ExpertRegistry
 
     name, sep, data = spec.partition("=")
     if not sep or not name or not data:
@@ -170,8 +170,8 @@ def _domain_teacher(spec: str, cfg: object) -> tuple[str, list]:
 def _export(args: argparse.Namespace) -> int:
     import torch
 
-    from pet.export.bundle import export_bundle
-    from pet.export.onnx import ExportError
+    from pet.personal.bundle.write import export_bundle
+    from pet.personal.export.onnx import ExportError
 
     torch.set_num_threads(1)
     try:
@@ -194,9 +194,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from pet.device.bundle import BundleError
-    from pet.device.runtime import load_model
-    from pet.security.signing import trusted_public_key_path
+    from pet.personal.bundle.read import BundleError
+    from pet.personal.bundle.sign import trusted_public_key_path
+    from pet.personal.runtime import load_model
 
     cfg = None
     if args.config or not args.bundle:  # no --bundle: the configuration's P (default: the default bundle)
@@ -226,7 +226,7 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from pet.device.bench import run_device_bench
+    from pet.personal.bench import run_device_bench
 
     run_device_bench(args.bundle, compare_torch=args.compare == "torch", new_tokens=args.new_tokens,
                      repeats=args.repeats, json_out=args.json, plot_out=args.plot, runtimes=args.runtime,

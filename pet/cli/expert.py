@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(st)
     st.set_defaults(func=_starters)
 
-    pk = es.add_parser("pack", help="ship a registered domain as a starter (writes pet/experts/starter/NAME; "
+    pk = es.add_parser("pack", help="ship a registered domain as a starter (writes pet/expert/starter/NAME; "
                                     "what `make experts` ends with)")
     pk.add_argument("name")
     common(pk)
@@ -83,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cfg_and_registry(args: argparse.Namespace) -> tuple[Any, Any]:
     from pet.config.loader import load_config
-    from pet.experts.registry import ExpertRegistry
+    from pet.expert.registry import ExpertRegistry
 
     cfg = load_config(args.config)
     reg = ExpertRegistry(args.registry) if args.registry else ExpertRegistry.from_config(cfg)
@@ -115,10 +115,10 @@ class _LazyEmbedder:
 
 
 def _register(args: argparse.Namespace) -> int:
-    from pet.experts.data import DataError
-    from pet.experts.register import NoImprovementError, RegisterOptions, preflight, register_domain
-    from pet.experts.registry import RegistryError
-    from pet.experts.train import TrainSettings
+    from pet.expert.data import DataError
+    from pet.expert.register import NoImprovementError, RegisterOptions, preflight, register_domain
+    from pet.expert.registry import RegistryError
+    from pet.expert.train import TrainSettings
     from pet.paths import resolve_model
 
     if args.synthesize < 0:
@@ -189,7 +189,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from pet.experts.registry import RegistryError
+    from pet.expert.registry import RegistryError
 
     _, reg = _cfg_and_registry(args)
     try:
@@ -227,7 +227,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from pet.experts.registry import RegistryError
+    from pet.expert.registry import RegistryError
 
     _, reg = _cfg_and_registry(args)
     try:
@@ -239,7 +239,7 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _recipe(args: argparse.Namespace) -> int:
-    from pet.experts.recipes import get_recipe
+    from pet.expert.recipes import get_recipe
 
     try:
         recipe = get_recipe(args.name)
@@ -253,8 +253,8 @@ def _recipe(args: argparse.Namespace) -> int:
 
 
 def _starters(args: argparse.Namespace) -> int:
-    from pet.experts.registry import RegistryError
-    from pet.experts.starter import available, install_starters
+    from pet.expert.registry import RegistryError
+    from pet.expert.starter import available, install_starters
 
     _, reg = _cfg_and_registry(args)
     try:
@@ -268,8 +268,8 @@ def _starters(args: argparse.Namespace) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
-    from pet.experts.registry import RegistryError
-    from pet.experts.starter import pack
+    from pet.expert.registry import RegistryError
+    from pet.expert.starter import pack
 
     _, reg = _cfg_and_registry(args)
     try:

@@ -101,8 +101,8 @@ def _list(args: argparse.Namespace) -> int:
 
 def _sign(args: argparse.Namespace) -> int:
     from pet.cli import CLIError
+    from pet.personal.bundle.sign import BundleSignatureError, sign_bundle
     from pet.security.keys import KeyStoreError
-    from pet.security.signing import BundleSignatureError, sign_bundle
 
     _, ring = _ring(args)
     try:
@@ -115,7 +115,7 @@ def _sign(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from pet.cli import CLIError
-    from pet.security.signing import BundleSignatureError, trusted_public_key_path, verify_bundle
+    from pet.personal.bundle.sign import BundleSignatureError, trusted_public_key_path, verify_bundle
 
     cfg, ring = _ring(args)
     pub = args.public_key or (ring.signing_public_key_path() if args.dir else trusted_public_key_path(cfg))

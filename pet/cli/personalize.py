@@ -94,7 +94,7 @@ def _config(path: str | None) -> Any:
 
 
 def _open_store(args: argparse.Namespace, cfg: Any) -> Any:
-    from pet.personalize.store import PersonalStore, StoreError, StoreKey
+    from pet.personal.personalize.store import PersonalStore, StoreError, StoreKey
 
     try:
         if args.key_file:
@@ -109,7 +109,7 @@ def _open_store(args: argparse.Namespace, cfg: Any) -> Any:
 
 
 def _guard(fn: Any, *a: Any, **kw: Any) -> Any:
-    from pet.personalize.store import StoreError
+    from pet.personal.personalize.store import StoreError
 
     try:
         return fn(*a, **kw)
@@ -118,14 +118,14 @@ def _guard(fn: Any, *a: Any, **kw: Any) -> Any:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from pet.personalize.store import StoreKey
+    from pet.personal.personalize.store import StoreKey
 
     print(f"key written to {StoreKey.generate(args.out)} (keep it secret; losing it loses the store)")
     return 0
 
 
 def _add(args: argparse.Namespace) -> int:
-    from pet.personalize.data import load_data_file
+    from pet.personal.personalize.data import load_data_file
 
     cfg = _config(args.config)
     store = _open_store(args, cfg)
@@ -166,8 +166,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _personalize(args: argparse.Namespace) -> int:
-    from pet.personalize.data import load_data_file
-    from pet.personalize.store import check_user
+    from pet.personal.personalize.data import load_data_file
+    from pet.personal.personalize.store import check_user
 
     cfg = _config(args.config)
     pcfg = cfg.personalization
@@ -182,11 +182,11 @@ def _personalize(args: argparse.Namespace) -> int:
         records = _guard(_open_store(args, cfg).records, args.user)
     client = None
     if args.url:
-        from pet.personalize.client import HttpAugmentClient
+        from pet.personal.personalize.client import HttpAugmentClient
 
         client = HttpAugmentClient(args.url, args.user)
-    from pet.personalize.client import AugmentClientError
-    from pet.personalize.pipeline import personalize
+    from pet.personal.personalize.client import AugmentClientError
+    from pet.personal.personalize.pipeline import personalize
 
     def say(msg: str) -> None:
         print(f"  {msg}", file=sys.stderr, flush=True)

@@ -297,7 +297,7 @@ class LedgerConfig(StrictModel):
 
 
 class AugmentFilterConfig(StrictModel):
-    """What a synthetic sample must pass before the device trains on it (see pet.personalize.augment)."""
+    """What a synthetic sample must pass before the device trains on it (see pet.personal.personalize.augment)."""
 
     min_chars: int = Field(2, ge=1, description="shorter candidates are dropped")
     max_chars: int = Field(280, ge=1, description="longer candidates are dropped")

@@ -1,7 +1,7 @@
 """The router's cloud half, called by the gateway for tier "auto" (interface 7).
 
     from pet.router.cloud import CloudRouter
-    r = CloudRouter.from_config(cfg, classifier)   # classifier: pet.experts.classifier.DomainClassifier or None
+    r = CloudRouter.from_config(cfg, classifier)   # classifier: pet.router.domains.DomainClassifier or None
     domain = r.choose_domain(text)                 # expert domain, or None -> T
     if domain and r.expert_good_enough(reply["signals"]):  ...answer with the expert, else escalate to T
 

@@ -2,7 +2,7 @@
 
 - :mod:`pet.security.envelope`: ``GatewayCrypto`` / ``DeviceCrypto`` (request and response envelopes).
 - :mod:`pet.security.keys`: the keys folder, rotation with a grace period, ``ensure_keys(cfg)``.
-- :mod:`pet.security.signing`: Ed25519 ``sign_bundle`` / ``verify_bundle`` for device bundles.
+- :mod:`pet.personal.bundle.sign`: Ed25519 ``sign_bundle`` / ``verify_bundle`` for device bundles.
 - :mod:`pet.security.replay`: bounded replay refusal; :mod:`pet.security.metrics`: rejection counters.
 
 See docs/security.md for the protocol and the threat model.

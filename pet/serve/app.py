@@ -34,9 +34,9 @@ def augmenter_available() -> bool:
 
 def build_app(cfg: PetConfig) -> Any:
     """The bound Serve application (Gateway -> Traditional, ExpertPool[, Augmenter])."""
-    from pet.serve.experts import ExpertPool
+    from pet.expert.pool import ExpertPool
     from pet.serve.gateway import Gateway
-    from pet.serve.traditional import Traditional
+    from pet.traditional.deployment import Traditional
 
     cfg_dict = cfg.model_dump(mode="json")
     log_cfg = logging_config(cfg)

@@ -3,8 +3,8 @@
 Bound by :mod:`pet.serve.app` as ``Augmenter.bind(cfg_dict, traditional_handle)``. ``augment(payload)``
 takes ``{"shared": [str], "n": int, "seed": int}`` (the user's shared samples, already opened from the
 device's envelope by the gateway route), prompts the Traditional deployment through its handle with
-:func:`pet.personalize.augment.build_prompts` (concurrent calls, so Traditional's ``@serve.batch`` merges
-them), and filters the candidates with MiniLM (:func:`pet.personalize.augment.filter_samples_with_stats`).
+:func:`pet.personal.personalize.augment.build_prompts` (concurrent calls, so Traditional's ``@serve.batch`` merges
+them), and filters the candidates with MiniLM (:func:`pet.personal.personalize.augment.filter_samples_with_stats`).
 It returns ``{"samples": [str], "stats": {counts}}``. It logs counts only, never text.
 """
 
@@ -53,7 +53,7 @@ class Augmenter:
 
     async def augment(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Interface 6: ``{"shared", "n", "seed"}`` -> ``{"samples", "stats"}``; ValueError on a bad payload."""
-        from pet.personalize.augment import filter_samples_with_stats, generation_payloads, parse_request
+        from pet.personal.personalize.augment import filter_samples_with_stats, generation_payloads, parse_request
 
         shared, n, seed = parse_request(payload, self.pcfg)
         self.requests += 1

@@ -22,9 +22,9 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pet.serve.dispatch import TierCaller
 from pet.serve.guard import Admission, loads_strict
 from pet.serve.metrics import RequestTimer, gateway_metrics
-from pet.serve.policy import TierCaller
 from pet.serve.schemas import ApiError
 
 log = logging.getLogger("ray.serve")

@@ -4,7 +4,7 @@ Fixtures for every integration test module:
 
 - ``serve_config``: the :class:`~pet.config.schema.PetConfig` the graph runs with (plaintext allowed,
   small timeouts and token limits, registry and keys in a tmp folder).
-- ``expert_registry``: the :class:`~pet.experts.registry.ExpertRegistry` of that config. It holds
+- ``expert_registry``: the :class:`~pet.expert.registry.ExpertRegistry` of that config. It holds
   ``python`` (a real LoRA adapter on SmolLM2 with MiniLM exemplars of Python questions) and ``broken``
   (the same adapter with a tampered weight file: loading it raises CorruptAdapterError).
 - ``serve_url``: ``http://127.0.0.1:<free port>`` of the running gateway.
@@ -100,7 +100,7 @@ def _serve_env(tmp_path_factory, real_lm_dir):
     from ray import serve
 
     from pet.config.loader import parse_config
-    from pet.experts.registry import ExpertRegistry
+    from pet.expert.registry import ExpertRegistry
     from pet.models.embed import Embedder
     from pet.serve.app import build_app, logging_config
     from pet.serve.control import find_direct_url, http_options, serve_env, wait_healthy

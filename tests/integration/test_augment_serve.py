@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from pet.personalize.client import AugmentClientError, HttpAugmentClient
+from pet.personal.personalize.client import AugmentClientError, HttpAugmentClient
 
 SHARED = [
     "going hiking with my dog this weekend, can't wait",

@@ -15,12 +15,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.real]
 def test_the_demo_session_uses_every_tier_and_adds_up_with_the_ledger(serve_config, serve_direct_url, serve_url,
                                                                        expert_registry):
     from pet.demo import SESSION, ledger_rows, run_session, summarize
-    from pet.device.client import DeviceClient
-    from pet.device.runtime import load_model
-    from pet.experts.starter import install_starters
+    from pet.expert.starter import install_starters
     from pet.hierarchy import ensure_default_bundle
     from pet.ledger import Ledger
-    from pet.security.signing import trusted_public_key_path
+    from pet.personal.bundle.sign import trusted_public_key_path
+    from pet.personal.device import DeviceClient
+    from pet.personal.runtime import load_model
 
     cfg = serve_config.model_copy(deep=True)
     cfg.router.read_timeout_s = 180.0  # a loaded CI machine: never let a slow T answer turn into a degraded P one

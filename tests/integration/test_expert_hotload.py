@@ -39,8 +39,8 @@ def experts(url: str) -> list[str]:
 
 
 def test_register_while_gateway_runs(serve_url, expert_registry, real_lm_dir, tmp_path):
-    from pet.experts.register import RegisterOptions, register_domain
-    from pet.experts.train import TrainSettings
+    from pet.expert.register import RegisterOptions, register_domain
+    from pet.expert.train import TrainSettings
     from pet.models.embed import Embedder
 
     data = tmp_path / "cooking.txt"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
-from pet.device.client import DeviceClient
+from pet.personal.device import DeviceClient
 from pet.router.cloud import CloudRouter
 from pet.router.policy import RouterFile, make_policy
 

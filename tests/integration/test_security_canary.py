@@ -54,9 +54,9 @@ def _files_containing(root: Path, needle: bytes) -> tuple[list[str], int]:
 @pytest.fixture(scope="module")
 def signed_tiny_bundle(tmp_path_factory, tiny_lm_dir, serve_config):
     """A tiny P bundle exported with the device helper's exporter and signed with the cloud's signing key."""
-    from pet.export.bundle import export_bundle
+    from pet.personal.bundle.sign import sign_bundle
+    from pet.personal.bundle.write import export_bundle
     from pet.security.keys import KeyRing, keys_dir_for
-    from pet.security.signing import sign_bundle
 
     out = tmp_path_factory.mktemp("canary") / "bundle"
     export_bundle(tiny_lm_dir, out, quantize="none", tier="P")
@@ -66,8 +66,8 @@ def signed_tiny_bundle(tmp_path_factory, tiny_lm_dir, serve_config):
 
 
 def test_canary_never_leaves_the_device_in_clear(serve_url, serve_config, signed_tiny_bundle, caplog):
-    from pet.device.runtime import DeviceModel
-    from pet.personalize.client import HttpAugmentClient
+    from pet.personal.personalize.client import HttpAugmentClient
+    from pet.personal.runtime import DeviceModel
     from pet.security.envelope import DeviceCrypto
 
     canary = f"CANARY{uuid.uuid4().hex}"

@@ -14,15 +14,15 @@ pytestmark = pytest.mark.real
 
 @pytest.fixture(scope="module")
 def real_bundle(real_lm_dir, tmp_path_factory):
-    from pet.device.bundle import BundleError, read_bundle
     from pet.paths import models_dir
+    from pet.personal.bundle.read import BundleError, read_bundle
 
     path = models_dir() / "bundles" / "smollm2-int8"
     try:
         read_bundle(path, verify=False)
         return path
     except BundleError:
-        from pet.export.bundle import export_bundle
+        from pet.personal.bundle.write import export_bundle
 
         return export_bundle(real_lm_dir, tmp_path_factory.mktemp("real") / "int8", quantize="int8", parity=False)
 
@@ -31,8 +31,8 @@ def test_real_int8_bundle(real_bundle, real_lm):
     import numpy as np
     import torch
 
-    from pet.device.runtime import DeviceModel
-    from pet.distill.data import heldout_texts
+    from pet.personal.distill.data import heldout_texts
+    from pet.personal.runtime import DeviceModel
 
     m = DeviceModel.load(real_bundle)
     prompt = "What is the capital of France?"
@@ -56,7 +56,7 @@ def test_real_int8_bundle(real_bundle, real_lm):
 
 def test_real_bundle_runs_without_torch(real_bundle):
     code = (
-        "import sys\nfrom pet.device.runtime import DeviceModel\n"
+        "import sys\nfrom pet.personal.runtime import DeviceModel\n"
         f"m = DeviceModel.load({str(real_bundle)!r})\n"
         "print(''.join(m.stream('Name a colour.', max_new_tokens=8)))\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from pet.device.bundle import BundleError
+from pet.personal.bundle.read import BundleError
 from tests.conftest import TINY_CORPUS
 
 PROMPTS = ["Hello! How are you today?", "What is the capital of France?"]
@@ -26,7 +26,7 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bundles(model_dir, tmp_path_factory):
     """fp32 and every new format, all from one fp32 export, with parity on a short prompt and text set."""
-    from pet.export.bundle import export_bundle
+    from pet.personal.bundle.write import export_bundle
 
     root = tmp_path_factory.mktemp("format-bundles")
     out = {"none": export_bundle(model_dir, root / "none", quantize="none", exporter="pet", parity_prompts=PROMPTS,
@@ -44,8 +44,8 @@ def _ops(bundle) -> set[str]:
 
 
 def test_device_and_exporter_know_the_same_formats():
-    from pet.device.bundle import QUANTIZATIONS
-    from pet.export.quantize import SPECS
+    from pet.personal.bundle.read import QUANTIZATIONS
+    from pet.personal.export.quantize import SPECS
 
     assert tuple(SPECS) == QUANTIZATIONS
 
@@ -64,7 +64,7 @@ def test_new_format_export_and_parity(bundles, fmt):
     if fmt.endswith("-shared"):
         # the embedding reads the head's quantised table: no fp32 Gather table is left
         assert "GatherBlockQuantized" in ops and "Gather" in ops  # (the mask's shape Gather remains)
-        from pet.device.bundle import read_bundle
+        from pet.personal.bundle.read import read_bundle
 
         assert read_bundle(bundles[fmt]).size_bytes < read_bundle(bundles["int8"]).size_bytes
 
@@ -72,7 +72,7 @@ def test_new_format_export_and_parity(bundles, fmt):
 def test_shared_embedding_reads_the_head_table(bundles):
     """The shared int8 embedding of a token equals the head's int8 row dequantised: the fp32 logits of the
     first position differ from fp32's only by quantisation noise."""
-    from pet.device.runtime import DeviceModel
+    from pet.personal.runtime import DeviceModel
 
     ref = DeviceModel.load(bundles["none"])
     got = DeviceModel.load(bundles["int8-shared"])
@@ -83,7 +83,7 @@ def test_shared_embedding_reads_the_head_table(bundles):
 
 @pytest.mark.parametrize("fmt", ["none", "int8-shared"])
 def test_genai_runtime_matches_pet_loop(bundles, fmt):
-    from pet.device.runtime import load_model
+    from pet.personal.runtime import load_model
 
     ort_model = load_model(bundles[fmt], runtime="ort")
     genai_model = load_model(bundles[fmt], runtime="genai")
@@ -108,9 +108,9 @@ def test_genai_runtime_imports_no_torch(bundles):
 def test_unsupported_format_and_runtime_refused(bundles, tmp_path):
     import shutil
 
-    from pet.device.runtime import load_model
-    from pet.export.bundle import write_manifest
-    from pet.security.signing import sign_with_default_key
+    from pet.personal.bundle.sign import sign_with_default_key
+    from pet.personal.bundle.write import write_manifest
+    from pet.personal.runtime import load_model
 
     b = tmp_path / "b"
     shutil.copytree(bundles["int8-shared"], b)
@@ -133,7 +133,7 @@ def test_unsupported_format_and_runtime_refused(bundles, tmp_path):
 
 
 def test_bench_measures_both_runtimes(bundles, tmp_path):
-    from pet.device.bench import run_device_bench
+    from pet.personal.bench import run_device_bench
 
     out = run_device_bench([str(bundles["int8-shared"])], new_tokens=3, repeats=1, runtimes=["ort", "genai"],
                            threads=(1, 2), json_out=str(tmp_path / "r.json"), log=lambda m: None)

@@ -26,7 +26,7 @@ SMOL_TEMPLATE = (
 @pytest.fixture(scope="module")
 def bundles(tiny_lm_dir, tmp_path_factory):
     """fp32 and int8 bundles of the tiny model, with parity measured on a short prompt and text set."""
-    from pet.export.bundle import export_bundle
+    from pet.personal.bundle.write import export_bundle
 
     root = tmp_path_factory.mktemp("bundles")
     fp32_onnx = None
@@ -40,7 +40,7 @@ def bundles(tiny_lm_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dev(bundles):
-    from pet.device.runtime import DeviceModel
+    from pet.personal.runtime import DeviceModel
 
     return DeviceModel.load(bundles["none"])
 
@@ -57,7 +57,7 @@ def test_bundle_manifest_and_parity(bundles):
         assert p["ppl_torch_fp32"] > 1 and abs(p["ppl_ratio"] - 1) < 0.05
     exact = json.loads((bundles["none"] / "bundle.json").read_text())["parity"]
     assert exact["max_logit_diff"] < 1e-3 and exact["greedy_token_agreement"] == 1.0
-    from pet.device.bundle import read_bundle
+    from pet.personal.bundle.read import read_bundle
 
     assert read_bundle(bundles["int8"]).size_bytes < read_bundle(bundles["none"]).size_bytes
 
@@ -101,7 +101,7 @@ def test_stream_sampling_and_stop(dev):
 
 
 def test_chat_renderer_equals_transformers(tiny_lm):
-    from pet.device.chat import ChatRenderer
+    from pet.personal.chat import ChatRenderer
 
     msgs = [[{"role": "user", "content": "Hi there"}],
             [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
@@ -116,7 +116,7 @@ def test_chat_renderer_equals_transformers(tiny_lm):
 
 
 def test_bad_input_errors(dev):
-    from pet.device.bundle import BundleError
+    from pet.personal.bundle.read import BundleError
 
     for bad in ("", "   ", []):
         with pytest.raises(BundleError, match="empty"):
@@ -136,7 +136,7 @@ def run_device_without_torch(bundle, runtime: str = "ort") -> str:
     imported. Returns the subprocess's stdout."""
     code = (
         "import sys\n"
-        "from pet.device.runtime import load_model\n"
+        "from pet.personal.runtime import load_model\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'import'\n"
         f"m = load_model({str(bundle)!r}, runtime={runtime!r})\n"
         "g = m.generate('Hello!', max_new_tokens=4)\n"
@@ -156,7 +156,7 @@ def test_device_imports_no_torch(bundles):
 
 def test_profile_ops_reports_matmulnbits(bundles):
     """The per-operator decode profile behind docs/device.md: the int8 bundle's time is in MatMulNBits."""
-    from pet.device.bench import profile_ops
+    from pet.personal.bench import profile_ops
 
     prof = profile_ops(bundles["int8"], steps=3)
     assert prof["nodes"].get("MatMulNBits", 0) >= 1
@@ -167,7 +167,7 @@ def test_device_bench_keeps_every_bundle(bundles, tmp_path):
     """Two bundles of one model and quantisation are two rows of the side-by-side table, not one overwritten."""
     import shutil
 
-    from pet.device.bench import run_device_bench
+    from pet.personal.bench import run_device_bench
 
     twin = tmp_path / "twin"
     shutil.copytree(bundles["int8"], twin)
@@ -178,8 +178,8 @@ def test_device_bench_keeps_every_bundle(bundles, tmp_path):
 
 def test_pet_exporter_matches_torch(tmp_path_factory):
     """The compact fused-kernel graph (GroupQueryAttention needs head_dim % 16 == 0: hidden 64, 4 heads)."""
-    from pet.device.runtime import DeviceModel
-    from pet.export.bundle import export_bundle
+    from pet.personal.bundle.write import export_bundle
+    from pet.personal.runtime import DeviceModel
     from tests.conftest import build_tiny_llama
 
     root = tmp_path_factory.mktemp("petgraph")

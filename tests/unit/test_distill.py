@@ -12,7 +12,7 @@ from tests.conftest import TINY_CORPUS
 
 
 def test_layer_map():
-    from pet.distill.student import layer_map
+    from pet.personal.distill.student import layer_map
 
     assert layer_map(30, 10) == [0, 3, 6, 10, 13, 16, 19, 23, 26, 29]
     assert layer_map(4, 2) == [0, 3]
@@ -24,7 +24,7 @@ def test_layer_map():
 def test_student_init_copies_teacher_layers(tiny_lm):
     import torch
 
-    from pet.distill.student import build_student
+    from pet.personal.distill.student import build_student
 
     student, keep = build_student(tiny_lm.model, 2)
     assert keep == [0, 3] and student.config.num_hidden_layers == 2
@@ -36,7 +36,7 @@ def test_student_init_copies_teacher_layers(tiny_lm):
 def test_block_to_drop_finds_the_unchanged_span():
     import torch
 
-    from pet.distill.student import block_to_drop
+    from pet.personal.distill.student import block_to_drop
 
     g = torch.Generator().manual_seed(0)
     hs = [torch.randn(2, 5, 8, generator=g) for _ in range(7)]  # embeddings + 6 layers
@@ -56,7 +56,7 @@ def test_block_selection_drops_a_layer_that_does_nothing(tiny_lm, dead):
 
     import torch
 
-    from pet.distill.student import build_student, select_layers
+    from pet.personal.distill.student import build_student, select_layers
 
     model = copy.deepcopy(tiny_lm.model)
     with torch.no_grad():
@@ -79,7 +79,7 @@ def test_block_selection_drops_a_layer_that_does_nothing(tiny_lm, dead):
 def test_distill_bf16_block_run_and_refusals(tiny_lm_dir, tmp_path):
     import math
 
-    from pet.distill.train import distill
+    from pet.personal.distill.train import distill
 
     kw = dict(log=lambda m: None, progress=False, train_texts=TINY_CORPUS * 4, eval_texts=TINY_CORPUS)
     s = _settings(4, 4, layers=3)
@@ -97,7 +97,7 @@ def test_distill_bf16_block_run_and_refusals(tiny_lm_dir, tmp_path):
 
 
 def _settings(steps, every, stop_after=None, layers=2):
-    from pet.distill.train import DistillSettings
+    from pet.personal.distill.train import DistillSettings
 
     # A high learning rate so that a few steps on the tiny corpus visibly move the student.
     return DistillSettings(student_layers=layers, steps=steps, batch_size=4, seq_len=24, lr=3e-2, warmup=1,
@@ -109,7 +109,7 @@ def test_distill_learns_and_resumes(tiny_lm_dir, tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from pet.distill.train import distill
+    from pet.personal.distill.train import distill
 
     texts = TINY_CORPUS * 4
     kw = dict(log=lambda m: None, progress=False, train_texts=texts, eval_texts=TINY_CORPUS)
@@ -141,7 +141,7 @@ def test_teacher_logits_per_row(tiny_lm_dir, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from pet.distill.train import _teacher_logits
+    from pet.personal.distill.train import _teacher_logits
 
     t = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, local_files_only=True).eval()
     d = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, local_files_only=True).eval()
@@ -163,7 +163,7 @@ def test_distill_with_domain_teacher(tiny_lm_dir, tmp_path):
     'clean' perplexities; a checkpoint of another mix is refused, and so is a share without data."""
     import dataclasses
 
-    from pet.distill.train import distill
+    from pet.personal.distill.train import distill
 
     domain = [f"The domain teacher knows fact number {i}: " + TINY_CORPUS[i % len(TINY_CORPUS)]
               for i in range(12)]

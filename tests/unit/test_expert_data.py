@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from pet.experts.data import (
+from pet.expert.data import (
     DataError,
     Sample,
     chunk_text,
@@ -16,7 +16,7 @@ from pet.experts.data import (
     sample_queries,
     split_heldout,
 )
-from pet.experts.synth import SynthStats, filter_pairs, parse_pair, synthesize
+from pet.expert.synth import SynthStats, filter_pairs, parse_pair, synthesize
 
 
 def write(path, data: bytes | str):
@@ -48,7 +48,7 @@ def test_jsonl_text_and_pairs(tmp_path, tiny_lm):
     assert "<|im_start|>assistant\na0.<|im_end|>" in rendered
     assert pair.query() == "q0?" and dd.samples[0].render(None) == "note 0"
     # Training/evaluation items: a pair scores only the response after the templated prompt.
-    from pet.experts.train import encode_items, masked_perplexity
+    from pet.expert.train import encode_items, masked_perplexity
 
     prefix, full = pair.item(tiny_lm.tokenizer)
     assert full == rendered and prefix.endswith("<|im_start|>assistant\n")
@@ -161,7 +161,7 @@ def test_synthesize_with_tiny_t_model(tiny_lm):
 
 
 def test_python_recipe_writes_pydoc_text(tmp_path, monkeypatch):
-    from pet.experts import recipes
+    from pet.expert import recipes
 
     monkeypatch.setattr(recipes, "PY_MODULES", ("json", "textwrap", "bisect", "heapq"))
     r = recipes.get_recipe("python")
@@ -181,7 +181,7 @@ def test_python_recipe_writes_pydoc_text(tmp_path, monkeypatch):
 
 
 def test_chitchat_recipe_pairs(tmp_path, monkeypatch):
-    from pet.experts import recipes
+    from pet.expert import recipes
 
     monkeypatch.setattr(recipes.ChitchatRecipe, "n_conversations", 20)
     r = recipes.get_recipe("chitchat")

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from pet.cli.main import main
-from pet.experts.registry import CorruptAdapterError, ExpertRegistry
+from pet.expert.registry import CorruptAdapterError, ExpertRegistry
 
 REPO = Path(__file__).resolve().parents[2]
 LINES = [

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pet.experts.classifier import DomainClassifier
-from pet.experts.registry import (
+from pet.expert.registry import (
     CorruptAdapterError,
     DomainExistsError,
     ExpertRegistry,
@@ -20,6 +19,7 @@ from pet.experts.registry import (
     UnknownDomainError,
     check_name,
 )
+from pet.router.domains import DomainClassifier
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -127,7 +127,7 @@ def test_remove_is_complete(reg, tmp_path):
 def test_error_inside_add_leaves_old_domain_intact(reg, tmp_path, monkeypatch):
     reg.add("fin", make_adapter(tmp_path / "a", b"old"), np.zeros((1, 4)), {}, "b")
     before = snapshot(reg.root)
-    import pet.experts.registry as mod
+    import pet.expert.registry as mod
 
     def boom(*a, **k):
         raise OSError("disk full")
@@ -145,7 +145,7 @@ def test_register_killed_mid_write_leaves_no_half_domain(reg, tmp_path):
     before = snapshot(reg.root)
     script = textwrap.dedent(f"""
         import os, signal, numpy as np
-        import pet.experts.registry as mod
+        import pet.expert.registry as mod
         real_save = np.save
         def save_then_die(*a, **k):
             real_save(*a, **k)

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from pet.experts.registry import CorruptAdapterError, ExpertRegistry
-from pet.experts.starter import PACK_FILE, STARTERS, available, install_starters, pack, read_pack
+from pet.expert.registry import CorruptAdapterError, ExpertRegistry
+from pet.expert.starter import PACK_FILE, STARTERS, available, install_starters, pack, read_pack
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ import shutil
 
 import pytest
 
-from pet.device.bundle import BundleError
+from pet.personal.bundle.read import BundleError
 
 
 @pytest.fixture(scope="module")
 def plain_bundle(tiny_lm_dir, tmp_path_factory):
     """An fp32 bundle of the tiny model without the parity check (integrity tests only)."""
-    from pet.export.bundle import export_bundle
+    from pet.personal.bundle.write import export_bundle
 
     return export_bundle(tiny_lm_dir, tmp_path_factory.mktemp("plain") / "b", quantize="none", parity=False)
 
@@ -27,7 +27,7 @@ def bundle_copy(plain_bundle, tmp_path):
 
 
 def _load(path, **kw):
-    from pet.device.runtime import DeviceModel
+    from pet.personal.runtime import DeviceModel
 
     return DeviceModel.load(path, **kw)
 
@@ -73,8 +73,8 @@ def test_wrong_opset_and_bad_manifest(bundle_copy):
 
 
 def test_export_is_atomic(tiny_lm_dir, plain_bundle, tmp_path):
-    from pet.export.bundle import export_bundle
-    from pet.export.onnx import ExportError
+    from pet.personal.bundle.write import export_bundle
+    from pet.personal.export.onnx import ExportError
 
     before = json.loads((plain_bundle / "bundle.json").read_text())
     with pytest.raises(FileExistsError):
@@ -103,7 +103,7 @@ def test_export_is_atomic(tiny_lm_dir, plain_bundle, tmp_path):
 def test_signature_enforced(bundle_copy, tmp_path):
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from pet.security.signing import sign_bundle
+    from pet.personal.bundle.sign import sign_bundle
 
     key = ed25519.Ed25519PrivateKey.generate()
     pub = key.public_key()
@@ -143,7 +143,7 @@ def test_export_signs_and_device_refuses_unsigned_or_altered(plain_bundle, bundl
 
 
 def test_export_unsigned_and_own_keys_dir(tiny_lm_dir, plain_bundle, tmp_path):
-    from pet.export.bundle import export_bundle
+    from pet.personal.bundle.write import export_bundle
     from pet.security.keys import KeyRing
 
     onnx_path = plain_bundle / "model.onnx"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pet.config.schema import AugmentFilterConfig, PersonalizationConfig
-from pet.personalize.augment import (
+from pet.personal.personalize.augment import (
     AugmentRequestError,
     augment_local,
     build_prompts,

@@ -9,8 +9,8 @@ import logging
 import pytest
 
 from pet.config.schema import AugmentFilterConfig, PersonalizationConfig, PetConfig
-from pet.personalize.data import example_messages, load_data_file, select_share
-from pet.personalize.store import PersonalStore, StoreError, StoreKey
+from pet.personal.personalize.data import example_messages, load_data_file, select_share
+from pet.personal.personalize.store import PersonalStore, StoreError, StoreKey
 
 SHARED_TOPIC = [f"shareable note {i} about hiking with my dog" for i in range(6)]
 PRIVATE = [f"PRIVATE-{i} my bank pin is {1000 + i}" for i in range(6)]
@@ -75,7 +75,7 @@ def test_example_format_puts_message_last():
 def test_lora_trains_top_layers_and_merges(tiny_lm_dir, cfg, tmp_path):
     import torch
 
-    from pet.personalize.lora import load_base, merge, save_merged, tokenize_examples, train_lora
+    from pet.personal.personalize.lora import load_base, merge, save_merged, tokenize_examples, train_lora
 
     pcfg = cfg.personalization.model_copy(update={"steps": 12, "learning_rate": 5e-3})
     model, tok = load_base(tiny_lm_dir)
@@ -99,8 +99,8 @@ def test_lora_trains_top_layers_and_merges(tiny_lm_dir, cfg, tmp_path):
 
 
 def test_only_the_share_leaves_the_device_and_nothing_is_logged(cfg, tiny_lm, embedder, caplog, tmp_path):
-    from pet.personalize.client import LocalAugmentClient
-    from pet.personalize.pipeline import personalize
+    from pet.personal.personalize.client import LocalAugmentClient
+    from pet.personal.personalize.pipeline import personalize
 
     records = [{"text": t} for pair in zip(SHARED_TOPIC, PRIVATE, strict=True) for t in pair]
     client = LocalAugmentClient(tiny_lm, embedder, cfg.personalization)
@@ -128,7 +128,7 @@ def test_only_the_share_leaves_the_device_and_nothing_is_logged(cfg, tiny_lm, em
 
 
 def test_bad_input_writes_nothing(cfg, tmp_path):
-    from pet.personalize.pipeline import personalize
+    from pet.personal.personalize.pipeline import personalize
 
     class Refuse:  # any request would be a bug: bad input must fail before anything is sent
         def request(self, payload):
@@ -171,9 +171,9 @@ def test_personalize_cli_bad_input_keeps_store(cfg, tmp_path, capsys):
 
 
 def test_personalize_exports_a_loadable_device_bundle(cfg, tiny_lm, embedder, tmp_path):
-    from pet.device.runtime import DeviceModel
-    from pet.personalize.client import LocalAugmentClient
-    from pet.personalize.pipeline import personalize
+    from pet.personal.personalize.client import LocalAugmentClient
+    from pet.personal.personalize.pipeline import personalize
+    from pet.personal.runtime import DeviceModel
 
     cfg.personalization.export_quantize = "none"
     client = LocalAugmentClient(tiny_lm, embedder, cfg.personalization)

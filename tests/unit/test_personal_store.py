@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pet.personalize.store import (
+from pet.personal.personalize.store import (
     PersonalStore,
     StoreAuthError,
     StoreError,

@@ -262,7 +262,7 @@ class WordEmbedder:
 
 
 def test_cloud_router_from_config(tmp_path):
-    from pet.experts.classifier import DomainClassifier
+    from pet.router.domains import DomainClassifier
 
     fitted = fit_router(synthetic_records(), cloud_budget=0.3)
     fitted.save(tmp_path / "router.yaml")

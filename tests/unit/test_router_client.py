@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from pet.config.schema import PetConfig
-from pet.device.client import DeviceClient, GatewayHTTP
+from pet.personal.device import DeviceClient, GatewayHTTP
 from pet.router.policy import RouterFile, make_policy
 
 ALWAYS_ESCALATE = RouterFile(p_threshold=1.0)  # exp(mean_logprob) < 1 always: every query leaves the device

@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from pet.cli.main import main
 from pet.io import atomic_write_json, sha256_file
+from pet.personal.bundle.sign import BundleSignatureError, load_public_key, sign_bundle, verify_bundle
 from pet.security.keys import KeyRing
-from pet.security.signing import BundleSignatureError, load_public_key, sign_bundle, verify_bundle
 from pet.security.suites import b64e
 
 

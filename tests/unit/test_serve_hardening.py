@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pet.config.loader import parse_config
+from pet.serve.dispatch import TierCaller
 from pet.serve.guard import Admission, BodyGuard, loads_strict
-from pet.serve.policy import TierCaller
 from pet.serve.schemas import ApiError, parse_generate
 
 SIGNALS = {"mean_logprob": -0.1, "min_token_prob": 0.5, "mean_entropy": 1.0}
@@ -95,7 +95,7 @@ def test_openai_request_types_are_strict():
 
 
 def test_a_prompt_the_tokenizer_cannot_take_fails_alone_in_its_batch(tiny_lm):
-    from pet.serve.engine import check_payload, run_batch
+    from pet.models.engine import check_payload, run_batch
 
     good = {"prompt": "hello there", "max_new_tokens": 2, "temperature": 0.0, "top_p": 1.0}
     bad = {**good, "prompt": [{"role": "user", "content": "x\ud800"}]}
@@ -343,7 +343,7 @@ def test_while_the_expert_restarts_e_falls_back_to_t_at_once(tmp_path, monkeypat
 
 
 def test_classifier_readers_never_see_half_a_registration():
-    from pet.experts.classifier import DomainClassifier
+    from pet.router.domains import DomainClassifier
 
     rng = np.random.default_rng(0)
     small = {"a": rng.normal(size=(4, 16))}

@@ -10,7 +10,7 @@ import yaml
 
 from pet.config.loader import parse_config
 from pet.config.schema import GenerationDefaults
-from pet.serve.engine import resolve_payload, run_batch
+from pet.models.engine import resolve_payload, run_batch
 from pet.serve.schemas import ApiError, parse_generate
 
 # -- request validation --------------------------------------------------------------------------------------
@@ -125,8 +125,8 @@ def test_fallback_reasons_from_real_exception_types():
     from ray.exceptions import ActorDiedError
     from ray.serve.exceptions import BackPressureError
 
-    from pet.experts.registry import CorruptAdapterError
-    from pet.serve.policy import fallback_reason
+    from pet.expert.registry import CorruptAdapterError
+    from pet.serve.dispatch import fallback_reason
 
     assert fallback_reason(TimeoutError()) == "timeout"
     assert fallback_reason(CorruptAdapterError("x")) == "corrupt_adapter"
@@ -173,7 +173,7 @@ def _answer(text):
 
 
 def test_tier_caller_falls_back_to_t_on_expert_timeout(tmp_path, monkeypatch):
-    from pet.serve.policy import TierCaller
+    from pet.serve.dispatch import TierCaller
 
     async def slow(payload):
         await asyncio.sleep(5)

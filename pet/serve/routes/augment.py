@@ -24,7 +24,7 @@ def register_routes(app: Any, gateway_getter: Callable[[], Any]) -> None:
     async def augment_route(request: Request) -> JSONResponse:
         """POST /v1/augment: generate filtered synthetic samples from a user's shared samples."""
         # Imported here: the gateway module imports this package while it is itself being imported.
-        from pet.personalize.augment import AugmentRequestError, parse_request
+        from pet.personal.personalize.augment import AugmentRequestError, parse_request
         from pet.serve.gateway import open_body, read_json, seal_reply, sealed_error
         from pet.serve.schemas import ApiError
 

@@ -33,7 +33,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from pet.serve.policy import replica_died
+from pet.serve.dispatch import replica_died
 from pet.serve.routes._openai_shapes import (
     EXPERT_PREFIX,
     MODEL_T,
