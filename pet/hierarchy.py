@@ -1,123 +1,34 @@
 """What a new user gets by default: the whole P -> E -> T hierarchy, prepared once and reused after.
 
 - **E**: the starter experts shipped in the package (:mod:`pet.expert.starter`), registered where missing.
-- **P**: the default device bundle, the signed int8 export of T's model (``personal.bundle: default``),
-  built under ``<models_dir>/bundles/<name>`` and kept while its *recipe* (the source weights' sha256, the
-  quantisation, :data:`BUNDLE_RECIPE_VERSION`) is unchanged, so a second run skips the ~2 min export.
+- **P**: the default device bundle (:mod:`pet.personal.bundle.default`), the signed int8 export of T's model.
 - **the router**: ``router.calibration: default`` is the calibration file shipped with the package
-  (:data:`DEFAULT_CALIBRATION`), fitted by ``pet router calibrate`` for exactly that P recipe; its ``p_bundle``
-  entry names the recipe and :func:`calibration_matches` compares them (a test fails when they drift apart).
+  (:data:`pet.router.defaults.DEFAULT_CALIBRATION`), fitted by ``pet router calibrate`` for exactly that P
+  recipe; its ``p_bundle`` entry names the recipe and :func:`calibration_matches` compares them (a test fails
+  when they drift apart).
 
     prepared = prepare_hierarchy(cfg, log=print)   # keys, starter experts, default bundle; idempotent
     prepared.bundle                                 # Path of the device bundle P runs
+    print(summarize(cfg))                           # one line per tier and subsystem (`pet config check`)
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT = "default"
-DEFAULT_QUANTIZE = "int8"
-# Bump when the default export changes what P computes (the shipped calibration must then be refitted).
-BUNDLE_RECIPE_VERSION = 1
-RECIPE_FILE = "recipe.json"
-DEFAULT_CALIBRATION = Path(__file__).resolve().parent / "router" / "default_router.yaml"
-
-
-def _source_sha256(model_ref: str, models_dir: str | None) -> str:
-    """Identity of a model: the packaged source file's sha256 for a builtin, else the weights' sha256."""
-    from pet.io import sha256_file
-    from pet.paths import models_dir as root
-    from pet.paths import resolve_model
-
-    try:
-        manifest = json.loads((root(models_dir) / "manifest.json").read_text())
-        src = manifest["models"][model_ref]["source"]["sha256"]
-        if src:
-            return str(src)
-    except (OSError, KeyError, ValueError, TypeError):
-        pass
-    folder = resolve_model(model_ref, models_dir)
-    weights = sorted(folder.glob("*.safetensors"))
-    if not weights:
-        raise FileNotFoundError(f"{folder} has no weights; run `pet models prepare`")
-    return hashlib.sha256("".join(sha256_file(w) for w in weights).encode()).hexdigest()
-
-
-def default_bundle_recipe(cfg: Any) -> dict[str, Any]:
-    """What the default P is made from: T's model (by content), the quantisation and the recipe version."""
-    return {"source": cfg.traditional.model, "source_sha256": _source_sha256(cfg.traditional.model, cfg.models_dir),
-            "quantize": DEFAULT_QUANTIZE, "recipe_version": BUNDLE_RECIPE_VERSION}
-
-
-def recipe_key(recipe: dict[str, Any]) -> str:
-    """Short stable hash of a recipe (the cache key)."""
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def default_bundle_dir(cfg: Any) -> Path:
-    """Where the default bundle lives: ``<models_dir>/bundles/<T model>-int8``."""
-    from pet.paths import models_dir
-
-    name = Path(cfg.traditional.model).name
-    return models_dir(cfg.models_dir) / "bundles" / f"{name}-{DEFAULT_QUANTIZE}"
-
-
-def resolve_bundle(cfg: Any, value: str | None = None) -> Path | None:
-    """``personal.bundle`` (or ``value``) as a folder: ``default`` -> :func:`default_bundle_dir`."""
-    value = cfg.personal.bundle if value is None else value
-    if not value:
-        return None
-    return default_bundle_dir(cfg) if value == DEFAULT else Path(value).expanduser()
-
-
-def ensure_default_bundle(cfg: Any, log: Callable[[str], None] = lambda m: None) -> Path:
-    """The default bundle, exported and signed unless one with the same recipe is already there."""
-    from pet.io import atomic_write_json
-    from pet.paths import resolve_model
-    from pet.personal.bundle.write import export_bundle
-
-    out = default_bundle_dir(cfg)
-    recipe = default_bundle_recipe(cfg)
-    from pet.personal.bundle.sign import (
-        BundleSignatureError,
-        sign_with_default_key,
-        signing_keys_dir,
-        trusted_public_key_path,
-        verify_bundle,
-    )
-
-    keys = signing_keys_dir(cfg)
-    try:
-        fresh = json.loads((out / RECIPE_FILE).read_text()) == recipe
-    except (OSError, ValueError):
-        fresh = False
-    if fresh:
-        try:
-            verify_bundle(out, trusted_public_key_path(cfg), check_files=False)
-        except BundleSignatureError:
-            # Same weights, signed by another cloud key (another keys folder): re-sign, no need to re-export.
-            entry = sign_with_default_key(out, keys)
-            log(f"device bundle {out} re-signed with this configuration's key {entry['key_id']}")
-        log(f"device bundle {out} is up to date (recipe {recipe_key(recipe)})")
-        return out
-    log(f"exporting the default device bundle ({DEFAULT_QUANTIZE}, signed) to {out}: about 2 minutes, once ...")
-    export_bundle(resolve_model(cfg.traditional.model, cfg.models_dir), out, quantize=DEFAULT_QUANTIZE,
-                  replace=True, keys_dir=keys, log=lambda m: log(f"  {m}"))
-    atomic_write_json(out / RECIPE_FILE, recipe)  # written last: a killed export is rebuilt next time
-    return out
-
-
-def resolve_calibration(value: str | None) -> Path | None:
-    """``router.calibration`` as a file: ``default`` -> the shipped :data:`DEFAULT_CALIBRATION`."""
-    if not value:
-        return None
-    return DEFAULT_CALIBRATION if value == DEFAULT else Path(value).expanduser()
+from pet.config.schema import DeploymentOptions, PetConfig
+from pet.paths import layout, models_dir, resolve_model, state_dir
+from pet.personal.bundle.default import (
+    DEFAULT,
+    default_bundle_recipe,
+    ensure_default_bundle,
+    recipe_key,
+    resolve_bundle,
+)
+from pet.router.defaults import DEFAULT_CALIBRATION, resolve_calibration, router_in_force
 
 
 def calibration_matches(cfg: Any, path: Path | None = None) -> tuple[bool, str]:
@@ -165,3 +76,61 @@ def prepare_hierarchy(cfg: Any, log: Callable[[str], None] = lambda m: None) -> 
         ok, why = calibration_matches(cfg, cal)
         note += "" if ok else f" (WARNING: {why})"
     return Prepared(bundle=bundle, experts_installed=installed, experts=reg.names(), calibration=note)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# What a configuration runs, in words (`pet config check`)
+
+
+def _replicas(d: DeploymentOptions) -> str:
+    a = d.autoscaling_config
+    reps = f"autoscale {a.min_replicas}-{a.max_replicas}" if a else f"{d.num_replicas} replica(s)"
+    return f"{reps}, {d.ray_actor_options.num_cpus} CPU each"
+
+
+def summarize(cfg: PetConfig) -> str:
+    """Table-like lines: one per tier and subsystem, noting models that are not prepared yet."""
+    def model_line(ref: str) -> str:
+        path = resolve_model(ref, cfg.models_dir)
+        state = "ready" if (path / "config.json").is_file() else "NOT PREPARED (run: pet models prepare)"
+        return f"{ref} [{state}]"
+
+    rows = [
+        ("models_dir", str(models_dir(cfg.models_dir))),
+        ("state_dir", f"{state_dir(cfg.models_dir)} (keys, ledger, deployment record)"),
+        ("defaults from", "config models_dir" if cfg.models_dir else layout().rule),
+        ("T traditional", f"{model_line(cfg.traditional.model)}; {_replicas(cfg.traditional.deployment)}; "
+                          f"batching {'on' if cfg.traditional.batching.enabled else 'off'}"
+                          f" (max {cfg.traditional.batching.max_batch_size})"),
+        ("E expert", f"base {model_line(cfg.expert.base_model)}; {_replicas(cfg.expert.deployment)}; "
+                     f"{cfg.expert.max_adapters_per_replica} adapters/replica; timeout {cfg.expert.timeout_s}s"),
+        ("P personal", f"bundle {_bundle(cfg)}; {cfg.personal.num_threads} thread(s)"),
+        ("router", _router(cfg)),
+        ("crypto", f"{cfg.crypto.suite.value}; plaintext "
+                   f"{'ALLOWED (dev)' if cfg.crypto.allow_plaintext else 'refused'}"),
+        ("ledger", f"{'on' if cfg.ledger.enabled else 'off'}; prices/1k tokens P {cfg.ledger.prices.p} "
+                   f"E {cfg.ledger.prices.e} T {cfg.ledger.prices.t}"),
+        ("serve", f"app {cfg.serve.app_name!r} at http://{cfg.serve.http.host}:{cfg.serve.http.port}"
+                  f"{cfg.serve.route_prefix}"
+                  + (f", direct ingress from port {cfg.serve.http.direct_port}" if cfg.serve.http.direct_port else "")
+                  + (", throughput-optimized Serve" if cfg.serve.throughput_optimized else "")),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def _bundle(cfg: PetConfig) -> str:
+    path = resolve_bundle(cfg)
+    if path is None:
+        return "(none)"
+    return f"{path} (the signed int8 export of T, built on first use)" if cfg.personal.bundle == DEFAULT else str(path)
+
+
+def _router(cfg: PetConfig) -> str:
+    """The router in force: policy, floor, and where the thresholds come from."""
+    r = router_in_force(cfg)
+    head = f"{r['policy']}; domain floor {r['domain_floor']}; "
+    if r["calibration"] is None:
+        return head + f"uncalibrated: P threshold {r['p_threshold']}, E threshold {r['e_threshold']}"
+    return head + (f"calibrated ({Path(r['calibration']).name}): P threshold {r['p_threshold']:.3f}, "
+                   f"E threshold {r['e_threshold']:.3f}")

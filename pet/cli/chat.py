@@ -52,7 +52,7 @@ def _show(ans, as_json: bool) -> None:
 
 def _chat(args: argparse.Namespace) -> int:
     from pet.config.loader import load_config
-    from pet.hierarchy import resolve_bundle
+    from pet.personal.bundle.default import resolve_bundle
     from pet.personal.device import DeviceClient
 
     cfg = load_config(args.config)

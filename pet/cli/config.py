@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     from pet.config.loader import default_config_source, load_config
-    from pet.config.summary import summarize
+    from pet.hierarchy import summarize
 
     cfg = load_config(args.file)
     print(f"{args.file or default_config_source()}: valid")

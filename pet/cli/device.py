@@ -203,7 +203,7 @@ def _ask(args: argparse.Namespace) -> int:
         from pet.config.loader import load_config
 
         cfg = load_config(args.config)
-    from pet.hierarchy import resolve_bundle
+    from pet.personal.bundle.default import resolve_bundle
 
     bundle = args.bundle or (resolve_bundle(cfg) if cfg else None)
     threads = args.threads or (cfg.personal.num_threads if cfg else 1)

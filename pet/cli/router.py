@@ -95,7 +95,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from None
     if args.for_default_p:
         from pet.config.loader import load_config
-        from pet.hierarchy import default_bundle_recipe
+        from pet.personal.bundle.default import default_bundle_recipe
 
         try:
             fitted.p_bundle = default_bundle_recipe(load_config(args.config))

@@ -22,6 +22,7 @@ from typing import Any
 
 from pet.models.messages import validate_messages
 from pet.models.signals import ConfidenceSignals, Generation, Usage
+from pet.models.tier import TierBackend
 from pet.paths import set_offline
 
 Prompt = str | Sequence[dict[str, str]]
@@ -52,7 +53,7 @@ def render_prompt(tokenizer: Any, prompt: Prompt, raw: bool = False) -> str:
 # The interface
 
 
-class CausalLM:
+class CausalLM(TierBackend):
     """A Hugging Face causal LM plus tokenizer behind one ``generate`` that reports confidence and usage."""
 
     def __init__(self, model: Any, tokenizer: Any, name: str = "model"):

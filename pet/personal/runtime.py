@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pet.models.signals import ConfidenceSignals, Generation, Usage, logprobs_and_entropy
+from pet.models.tier import TierBackend, backend_class
 from pet.personal.bundle.read import TEMPLATE_FILE, TOKENIZER_FILE, BundleError, BundleInfo, read_bundle
 from pet.personal.chat import ChatRenderer
 from pet.personal.sampling import choose_token
@@ -98,7 +99,7 @@ def open_text_side(info: BundleInfo) -> tuple[Any, ChatRenderer]:
     return tokenizer, ChatRenderer(template, info.raw.get("special_tokens") or {})
 
 
-class DeviceModel:
+class DeviceModel(TierBackend):
     """One loaded bundle: tokenizer, chat renderer and an onnxruntime session with a KV-cache decode loop."""
 
     runtime = "ort"
@@ -133,7 +134,7 @@ class DeviceModel:
     def from_config(cls, cfg: Any, allow_unsigned: bool = False) -> DeviceModel:
         """Load ``cfg.personal.bundle`` with ``cfg.personal.num_threads``, trusting the config's bundle key
         (:func:`pet.personal.bundle.sign.trusted_public_key_path`)."""
-        from pet.hierarchy import resolve_bundle
+        from pet.personal.bundle.default import resolve_bundle
         from pet.personal.bundle.sign import trusted_public_key_path
 
         bundle = resolve_bundle(cfg)
@@ -372,10 +373,6 @@ def load_model(bundle_dir: str | Path, runtime: str | None = None, **kwargs: Any
     or ``genai`` (:class:`pet.personal.genai.GenaiModel`); None means :data:`DEFAULT_RUNTIME`. Keyword arguments
     are those of :meth:`DeviceModel.load` (``num_threads``, ``public_key``, ``allow_unsigned``, ...)."""
     runtime = runtime or DEFAULT_RUNTIME
-    if runtime == "ort":
-        return DeviceModel.load(bundle_dir, **kwargs)
-    if runtime == "genai":
-        from pet.personal.genai import GenaiModel
-
-        return GenaiModel.load(bundle_dir, **kwargs)
+    if runtime in RUNTIMES:
+        return backend_class(runtime).load(bundle_dir, **kwargs)  # type: ignore[return-value]
     raise BundleError(f"unknown device runtime {runtime!r} (choose {', '.join(RUNTIMES)})")

@@ -415,7 +415,7 @@ def policy_from_config(router_cfg: Any) -> RouterPolicy:
     from that file (the fitted thresholds);
     without it the thresholds of the config apply to the uncalibrated ``geomean`` score.
     """
-    from pet.hierarchy import resolve_calibration
+    from pet.router.defaults import resolve_calibration
 
     name = getattr(router_cfg.policy, "value", router_cfg.policy)
     if router_cfg.calibration:

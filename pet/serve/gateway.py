@@ -200,7 +200,7 @@ EXTRA_ROUTE_MODULES = _include_extra_routes()
 
 def router_info(cfg: Any) -> dict[str, Any]:
     """The router in force (what `pet status` prints): policy, calibration file, thresholds, domain floor."""
-    from pet.hierarchy import resolve_calibration
+    from pet.router.defaults import resolve_calibration
     from pet.router.policy import RouterFile
 
     r = cfg.router

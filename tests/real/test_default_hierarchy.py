@@ -10,7 +10,9 @@ pytestmark = pytest.mark.real
 
 def test_the_shipped_calibration_was_fitted_for_the_default_p(real_lm_dir):
     from pet.config.loader import load_config
-    from pet.hierarchy import DEFAULT_CALIBRATION, calibration_matches, default_bundle_recipe
+    from pet.hierarchy import calibration_matches
+    from pet.personal.bundle.default import default_bundle_recipe
+    from pet.router.defaults import DEFAULT_CALIBRATION
     from pet.router.policy import RouterFile, policy_from_config
 
     cfg = load_config(None)
@@ -26,7 +28,8 @@ def test_a_changed_recipe_is_reported(real_lm_dir, tmp_path):
     import yaml
 
     from pet.config.loader import load_config
-    from pet.hierarchy import DEFAULT_CALIBRATION, calibration_matches
+    from pet.hierarchy import calibration_matches
+    from pet.router.defaults import DEFAULT_CALIBRATION
 
     doc = yaml.safe_load(DEFAULT_CALIBRATION.read_text())
     doc["p_bundle"]["quantize"] = "int4"
