@@ -54,10 +54,8 @@ def verify_signature(info: BundleInfo, public_key: Any | None = None, allow_unsi
         raise BundleError(f"bundle {info.path} is unsigned (bundle.json has no signature): devices run only bundles "
                           f"the cloud signed (pet export signs them; pet keys sign-bundle signs an old one); "
                           f"{ALLOW_UNSIGNED_HINT}")
-    try:
-        from pet.personal.bundle.sign import default_public_key_path, verify_bundle
-    except ImportError:
-        raise BundleError("bundle signatures cannot be checked: pet.personal.bundle.sign is not available") from None
+    from pet.personal.bundle.sign import default_public_key_path, verify_bundle
+
     if public_key is None:
         public_key = default_public_key_path()
         if allow_unsigned and not public_key.is_file():
