@@ -50,13 +50,21 @@ class Turn:
         return int(u.get("prompt_tokens", 0)) + int(u.get("completion_tokens", 0))
 
 
+def _versus(score: float, op: str, threshold: float) -> str:
+    """``0.8379 < 0.8381``: as many decimals (3 to 6) as it takes for unequal numbers to print unequal."""
+    digits = 3
+    while digits < 6 and score != threshold and f"{score:.{digits}f}" == f"{threshold:.{digits}f}":
+        digits += 1
+    return f"{score:.{digits}f} {op} {threshold:.{digits}f}"
+
+
 def why(ans: Any) -> str:
     """One readable reason: the device decision (score vs threshold), then the gateway's (domain, E score)."""
     parts = []
     for d in ans.decisions:
         if d.get("score") is not None and d.get("threshold") is not None:
             op = ">=" if d["action"] == "answer_p" else "<"
-            parts.append(f"P score {d['score']:.3f} {op} {d['threshold']:.3f}")
+            parts.append(f"P score {_versus(d['score'], op, d['threshold'])}")
     r = ans.route or {}
     if "domain_similarity" in r:
         sim, floor = r["domain_similarity"], r["domain_floor"]
@@ -64,7 +72,7 @@ def why(ans: Any) -> str:
                      else f"no expert domain (best similarity {sim:.2f} < floor {floor:.2f})")
     if r.get("e_score") is not None:
         op = ">=" if ans.tier == "e" else "<"
-        parts.append(f"E score {r['e_score']:.3f} {op} {r['e_threshold']:.3f}")
+        parts.append(f"E score {_versus(r['e_score'], op, r['e_threshold'])}")
     if ans.degraded:
         parts.append("gateway unavailable: answered on the device")
     return "; ".join(parts) or ans.reason
