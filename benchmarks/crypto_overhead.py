@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from pet.io import atomic_write_json, atomic_write_text  # noqa: E402
 from pet.machine import machine_info  # noqa: E402
-from pet.security.envelope import DeviceCrypto, GatewayCrypto  # noqa: E402
+from pet.security.envelope import DeviceCrypto  # noqa: E402
+from pet.security.gateway import GatewayCrypto  # noqa: E402
 from pet.security.keys import KeyRing  # noqa: E402
 from pet.security.suites import SUITES  # noqa: E402
 

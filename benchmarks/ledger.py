@@ -121,11 +121,24 @@ def meter_latency(folder: Path, sync: str, n: int) -> dict:
 # Added latency per request on the OpenAI route
 
 
-class InstantGateway:
-    """Answers /v1/generate payloads at once, so that only routing + metering time is measured."""
+def instant_gateway(cfg):
+    """A gateway with the OpenAI routes that answers /v1/generate payloads at once, so that only routing +
+    metering time is measured."""
+    from pet.ledger import Meter
+    from pet.serve.guard import Admission
+    from pet.serve.routes.openai import OpenAIRoutes
 
-    def __init__(self, cfg):
-        self.cfg = cfg
+    class InstantGateway(_InstantGenerate, OpenAIRoutes):
+        def __init__(self):
+            self.cfg = cfg
+            self.admission = Admission(cfg.serve.gateway.max_inflight, cfg.serve.gateway.retry_after_s)
+            self.meter = Meter.from_config(cfg)
+
+    return InstantGateway()
+
+
+class _InstantGenerate:
+    """Answers /v1/generate payloads at once."""
 
     def domains(self, refresh: bool = False) -> list[str]:
         return []
@@ -144,14 +157,13 @@ def request_latency(folder: Path, mode: str, n: int) -> dict:
     from fastapi.testclient import TestClient
 
     from pet.config.schema import PetConfig
-    from pet.serve.routes.openai import register_routes
+    from pet.serve.routes import add_routes
 
     ledger = {"enabled": mode != "off", "path": str(folder / f"req-{mode}.sqlite"),
               "synchronous": "full" if mode == "off" else mode}
     cfg = PetConfig.model_validate({"crypto": {"allow_plaintext": True}, "ledger": ledger})
-    gw = InstantGateway(cfg)
     app = FastAPI()
-    register_routes(app, lambda: gw)
+    add_routes(app, instant_gateway(cfg))
     body = {"model": "pet-t", "messages": [{"role": "user", "content": "Capital of France?"}], "user": "bench"}
     times = []
     with TestClient(app) as http:

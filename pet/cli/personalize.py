@@ -185,7 +185,7 @@ def _personalize(args: argparse.Namespace) -> int:
         from pet.personal.personalize.client import HttpAugmentClient
 
         client = HttpAugmentClient(args.url, args.user)
-    from pet.personal.personalize.client import AugmentClientError
+    from pet.client import GatewayError
     from pet.personal.personalize.pipeline import personalize
 
     def say(msg: str) -> None:
@@ -195,7 +195,7 @@ def _personalize(args: argparse.Namespace) -> int:
         report = _guard(personalize, cfg, args.user, records, args.share, args.out, share_filter=args.share_filter,
                         synthetic=args.synthetic, client=client, base_model=args.base_model, replace=args.replace,
                         model_out=args.keep_model, say=say)
-    except AugmentClientError as err:
+    except GatewayError as err:
         raise CLIError(f"augmentation failed: {err}") from None
     except RuntimeError as err:  # ExportError: the message names the failed export step
         if type(err).__name__ != "ExportError":

@@ -76,12 +76,9 @@ def _deploy(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.file)  # validated before anything starts
     print(f"{args.file}: valid")
-    try:
-        from pet.security.keys import ensure_keys
-    except ImportError:
-        ensure_keys = None
-    if ensure_keys is not None:
-        ensure_keys(cfg)
+    from pet.security.keys import ensure_keys
+
+    ensure_keys(cfg)
     from pet.serve.control import block_until_signal, deploy, spawn_detached, stop_local
 
     t0 = time.monotonic()
@@ -131,16 +128,13 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from pet.serve.client import GatewayClient, GatewayError
+    from pet.client import GatewayClient, GatewayError
 
     url = resolve_url(args.url, args.config)
-    client = GatewayClient(url, timeout_s=30)
     try:
-        st = client.status()
+        st = GatewayClient(url, read_timeout_s=30).status()
     except GatewayError as err:
-        raise CLIError(f"{url}: {err}") from None
-    except Exception as err:
-        raise CLIError(f"no gateway answers at {url} ({type(err).__name__})") from None
+        raise CLIError(f"{url}: {err}" if err.status else f"no gateway answers at {url} ({err})") from None
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
@@ -172,20 +166,19 @@ def _shutdown(args: argparse.Namespace) -> int:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from pet.serve.client import GatewayClient, GatewayError
+    from pet.client import GatewayClient, GatewayError
 
     url = resolve_url(args.url, args.config)
     payload = {"prompt": args.prompt, "tier": args.tier}
     for key in ("domain", "max_new_tokens", "temperature"):
         if getattr(args, key) is not None:
             payload[key] = getattr(args, key)
-    client = GatewayClient(url, user=args.user)
     try:
-        out = client.generate(payload)
+        out = GatewayClient(url, user=args.user).generate(payload)
     except GatewayError as err:
+        if err.status is None:
+            raise CLIError(f"no gateway answers at {url} ({err}); is `pet deploy` running?") from None
         raise CLIError(str(err)) from None
-    except Exception as err:
-        raise CLIError(f"no gateway answers at {url} ({type(err).__name__}); is `pet deploy` running?") from None
     if args.json:
         print(json.dumps(out, indent=2))
         return 0

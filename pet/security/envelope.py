@@ -17,7 +17,9 @@ Prometheus counter ``pet_envelope_rejections_total{reason}``. The one exception 
 retired: that is public information a device needs in order to refetch ``GET /v1/keys``, so
 :class:`KeyIdError` says so plainly.
 
-Gateway side::
+This module holds the wire format and the device side; it imports neither the server's counters nor its replay
+store, so a device that only seals requests loads none of that. The gateway side (``GatewayCrypto``, which opens
+requests and seals replies) is :mod:`pet.security.gateway`::
 
     gw = GatewayCrypto.from_config(cfg)
     payload, reply = gw.open(envelope)       # raises EnvelopeError
@@ -34,7 +36,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -42,9 +43,6 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
-from pet.security.keys import KeyRecord, KeyRing, keys_dir_for
-from pet.security.metrics import count_open, count_rejection
-from pet.security.replay import ReplayGuard, SqliteReplayGuard
 from pet.security.suites import SecretKey, SuiteSpec, b64d, b64e, get_suite
 
 PROTOCOL_VERSION = 1
@@ -53,10 +51,8 @@ REQUEST_LABEL = b"pet/envelope/request/v1\x00"
 REPLY_LABEL = b"pet/envelope/reply/v1\x00"
 REQUEST_FIELDS = ("v", "suite", "kid", "uid", "rid", "ts", "ct")
 REPLY_FIELDS = ("v", "suite", "rid", "seq", "ct")
-_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
-_KID = re.compile(r"[0-9a-f]{16}")
-# Keyring re-reads (to notice `pet keys rotate` while serving) happen at most this often.
-RELOAD_INTERVAL_S = 1.0
+ID_PATTERN = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
+KID_PATTERN = re.compile(r"[0-9a-f]{16}")
 
 
 class EnvelopeError(ValueError):
@@ -73,27 +69,30 @@ class KeyIdError(EnvelopeError):
     """The envelope names a key id the gateway does not know or has retired: fetch ``GET /v1/keys`` again."""
 
 
-def _canon(obj: Any) -> bytes:
+def canon(obj: Any) -> bytes:
+    """Canonical JSON bytes (sorted keys, no spaces, ASCII): what HPKE ``info`` and plaintexts are built from."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
 
 def request_info(v: int, suite: str, kid: str, uid: str, rid: str, ts: int) -> bytes:
     """The HPKE ``info`` of a request: binds protocol version, suite, key id, user id, request id and timestamp."""
-    return REQUEST_LABEL + _canon([v, suite, kid, uid, rid, ts])
+    return REQUEST_LABEL + canon([v, suite, kid, uid, rid, ts])
 
 
 def reply_info(header: list[Any], seq: int) -> bytes:
     """The HPKE ``info`` of the ``seq``-th response to the request with ``header`` = [v, suite, kid, uid, rid, ts]."""
-    return REPLY_LABEL + _canon([*header, seq])
+    return REPLY_LABEL + canon([*header, seq])
 
 
-def _check_fields(env: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+def check_fields(env: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    """``env`` if it is a dict with exactly ``fields``, else EnvelopeError("malformed")."""
     if not isinstance(env, dict) or set(env) != set(fields):
         raise EnvelopeError("malformed")
     return env
 
 
-def _int_field(value: Any) -> int:
+def int_field(value: Any) -> int:
+    """``value`` if it is a JSON integer, else EnvelopeError("malformed")."""
     # bool is an int subclass in Python; JSON true must not pass as 1.
     if type(value) is not int:
         raise EnvelopeError("malformed")
@@ -101,201 +100,7 @@ def _int_field(value: Any) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Gateway
-
-
-class Reply:
-    """Seals responses to the device that sent one opened request (to its per-request reply key)."""
-
-    def __init__(self, spec: SuiteSpec, reply_public: Any, header: list[Any]):
-        self._spec = spec
-        self._public = reply_public
-        self._header = header
-        self._seq = 0
-        self._lock = threading.Lock()
-
-    @property
-    def request_id(self) -> str:
-        """The request id of the opened envelope (bound into its HPKE info; unique within the replay window)."""
-        return self._header[4]
-
-    @property
-    def user_id(self) -> str:
-        """The user id the envelope names (bound into its HPKE info; HPKE base mode does not authenticate it)."""
-        return self._header[3]
-
-    def seal(self, response: dict[str, Any]) -> dict[str, Any]:
-        """Encrypt ``response`` (a JSON-able dict) to the device; call again for further chunks of a stream."""
-        with self._lock:
-            seq = self._seq
-            self._seq += 1
-        ct = self._spec.suite.encrypt(_canon(response), self._public, info=reply_info(self._header, seq))
-        return {"v": PROTOCOL_VERSION, "suite": self._spec.name, "rid": self.request_id, "seq": seq, "ct": b64e(ct)}
-
-
-class GatewayCrypto:
-    """Opens request envelopes inside the gateway process and publishes the public keys (``GET /v1/keys``)."""
-
-    def __init__(self, keyring: KeyRing, suite: str, replay_window_s: float = 300.0, grace_s: float = 86400.0,
-                 replay_cache_size: int = 100_000, max_envelope_bytes: int = 1 << 20,
-                 clock: Callable[[], float] = time.time, replay: ReplayGuard | SqliteReplayGuard | None = None):
-        self.keyring = keyring
-        self.suite = get_suite(suite).name
-        self.grace_s = grace_s
-        self.max_envelope_bytes = max_envelope_bytes
-        self.replay = replay if replay is not None else ReplayGuard(replay_window_s, replay_cache_size)
-        self.clock = clock
-        self._records: dict[str, KeyRecord] = {}
-        self._secrets: dict[str, SecretKey] = {}
-        self._mtime = -1
-        self._checked = 0.0
-        self._lock = threading.Lock()
-        self._reload(force=True)
-        if self.current() is None:
-            raise RuntimeError(f"no current {self.suite} key in {keyring.root}; run `pet keys init`")
-
-    def __repr__(self) -> str:
-        return f"GatewayCrypto(keys={str(self.keyring.root)!r}, suite={self.suite!r})"
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> GatewayCrypto:
-        """Load the keys of ``cfg.crypto.keys_dir`` (default: ``pet.paths.state_dir()/"keys"``).
-
-        With more than one gateway replica (``num_replicas > 1`` or autoscaling) the replay store is shared
-        through ``<keys_dir>/replay.sqlite`` (:class:`SqliteReplayGuard`), else it is in memory.
-        """
-        c = cfg.crypto
-        ring = KeyRing(keys_dir_for(cfg))
-        dep = cfg.serve.gateway.deployment
-        replay = None
-        if dep.num_replicas > 1 or dep.autoscaling_config is not None:
-            replay = SqliteReplayGuard(ring.root / "replay.sqlite", c.replay_window_s)
-        return cls(ring, c.suite, replay_window_s=c.replay_window_s, grace_s=c.key_grace_period_s,
-                   replay_cache_size=c.replay_cache_size, max_envelope_bytes=c.max_envelope_bytes, replay=replay)
-
-    # -- keys -----------------------------------------------------------------------------------------------------
-
-    def _reload(self, force: bool = False) -> None:
-        """Re-read keyring.json if it changed (a rotation while serving); rate limited."""
-        now = time.monotonic()
-        with self._lock:
-            if not force and now - self._checked < RELOAD_INTERVAL_S:
-                return
-            self._checked = now
-            mtime = self.keyring.mtime_ns()
-            if mtime == self._mtime:
-                return
-            self._records = {r.kid: r for r in self.keyring.records()}
-            self._secrets = {k: v for k, v in self._secrets.items() if k in self._records}
-            self._mtime = mtime
-
-    def current(self) -> KeyRecord | None:
-        """The key devices should encrypt to now."""
-        live = [r for r in self._records.values() if r.retired_at is None and r.suite == self.suite]
-        return max(live, key=lambda r: r.created_at) if live else None
-
-    def public_keys(self) -> dict[str, Any]:
-        """Body of ``GET /v1/keys``: the current key id and every key that still decrypts."""
-        self._reload()
-        now = self.clock()
-        cur = self.current()
-        keys = [{"kid": r.kid, "suite": r.suite, "public_key": b64e(r.public_key),
-                 "status": r.status(now, self.grace_s), "created_at": r.created_at,
-                 "expires_at": r.expires_at(self.grace_s)}
-                for r in sorted(self._records.values(), key=lambda r: r.created_at, reverse=True)
-                if r.status(now, self.grace_s) != "retired"]
-        return {"version": PROTOCOL_VERSION, "suite": self.suite, "current": cur.kid if cur else None, "keys": keys}
-
-    def _key_for(self, kid: str, suite: str, now: float) -> tuple[SuiteSpec, SecretKey]:
-        rec = self._records.get(kid)
-        if rec is None:
-            self._reload()
-            rec = self._records.get(kid)
-        if rec is None:
-            raise KeyIdError("unknown_key", f"unknown key id {kid}; fetch the current keys from GET /v1/keys")
-        if rec.status(now, self.grace_s) == "retired":
-            raise KeyIdError("retired_key", f"key id {kid} is retired; fetch the current keys from GET /v1/keys")
-        if rec.suite != suite:
-            raise EnvelopeError("suite")
-        secret = self._secrets.get(kid)
-        if secret is None:
-            secret = self._secrets[kid] = self.keyring.private_key(rec)
-        return get_suite(rec.suite), secret
-
-    # -- requests -------------------------------------------------------------------------------------------------
-
-    def open(self, envelope: Any) -> tuple[dict[str, Any], Reply]:
-        """Check, decrypt and replay-check a request envelope; returns (payload, reply sealer).
-
-        The payload is returned as the device sealed it (routes validate their own fields). If it names a
-        ``request_id`` or ``user``, they must equal the envelope's ``rid`` / ``uid`` (else refused); the header
-        values are ``reply.request_id`` and ``reply.user_id``, for metering when the payload omits them.
-        """
-        try:
-            payload, reply = self._open(envelope)
-        except EnvelopeError as err:
-            count_rejection(err.reason)
-            raise
-        count_open(reply._spec.name)
-        return payload, reply
-
-    def _open(self, envelope: Any) -> tuple[dict[str, Any], Reply]:
-        env = _check_fields(envelope, REQUEST_FIELDS)
-        v, suite, kid, uid, rid = env["v"], env["suite"], env["kid"], env["uid"], env["rid"]
-        ts = _int_field(env["ts"])
-        if _int_field(v) != PROTOCOL_VERSION:
-            raise EnvelopeError("version")
-        if not all(isinstance(x, str) for x in (suite, kid, uid, rid, env["ct"])):
-            raise EnvelopeError("malformed")
-        if not (_KID.fullmatch(kid) and _ID.fullmatch(uid) and _ID.fullmatch(rid)):
-            raise EnvelopeError("malformed")
-        if len(env["ct"]) > self.max_envelope_bytes:
-            raise EnvelopeError("too_large")
-        try:
-            spec_name = get_suite(suite).name
-        except ValueError:
-            raise EnvelopeError("suite") from None
-        now = self.clock()
-        now_ms = int(now * 1000)
-        why = self.replay.check(rid, ts, now_ms)
-        if why:
-            raise EnvelopeError(why)
-        spec, secret = self._key_for(kid, spec_name, now)
-        try:
-            ct = b64d(env["ct"])
-        except ValueError:
-            raise EnvelopeError("malformed") from None
-        header = [v, spec_name, kid, uid, rid, ts]
-        try:
-            plain = spec.suite.decrypt(ct, secret.key, info=request_info(*header))
-        except (InvalidTag, ValueError):
-            raise EnvelopeError("decrypt") from None
-        payload, reply_public = self._parse_plaintext(plain, spec, uid, rid)
-        why = self.replay.accept(rid, ts, now_ms)  # recorded only after a successful decrypt: forgeries burn no ids
-        if why:
-            raise EnvelopeError(why)
-        return payload, Reply(spec, reply_public, header)
-
-    @staticmethod
-    def _parse_plaintext(plain: bytes, spec: SuiteSpec, uid: str, rid: str) -> tuple[dict[str, Any], Any]:
-        try:
-            inner = json.loads(plain)
-            if not isinstance(inner, dict) or set(inner) != {"payload", "reply_key"}:
-                raise ValueError("bad inner shape")
-            payload = inner["payload"]
-            if not isinstance(payload, dict):
-                raise ValueError("payload is not an object")
-            reply_public = spec.public_key(b64d(inner["reply_key"]))
-        except (ValueError, TypeError, RecursionError):
-            raise EnvelopeError("payload") from None
-        for field, bound in (("request_id", rid), ("user", uid)):
-            if payload.get(field) is not None and payload[field] != bound:
-                raise EnvelopeError("payload")
-        return payload, reply_public
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Device
+# Device side
 
 
 class PendingReply:
@@ -314,9 +119,9 @@ class PendingReply:
 
     def open(self, response_envelope: Any) -> dict[str, Any]:
         """Decrypt the next response envelope; raises EnvelopeError if it is not the next one for this request."""
-        env = _check_fields(response_envelope, REPLY_FIELDS)
-        seq = _int_field(env["seq"])
-        if (_int_field(env["v"]) != PROTOCOL_VERSION or env["suite"] != self._spec.name
+        env = check_fields(response_envelope, REPLY_FIELDS)
+        seq = int_field(env["seq"])
+        if (int_field(env["v"]) != PROTOCOL_VERSION or env["suite"] != self._spec.name
                 or env["rid"] != self.request_id or seq != self._next_seq):
             raise EnvelopeError("reply_header")
         try:
@@ -334,7 +139,7 @@ class DeviceCrypto:
     """Seals a device's requests to the gateway's current public key (from ``GET /v1/keys``)."""
 
     def __init__(self, public_keys: dict[str, Any], user_id: str, clock: Callable[[], float] = time.time):
-        if not isinstance(user_id, str) or not _ID.fullmatch(user_id):
+        if not isinstance(user_id, str) or not ID_PATTERN.fullmatch(user_id):
             raise ValueError("user_id must be 1-128 characters of letters, digits and ._:@-")
         try:
             kid = public_keys["current"]
@@ -353,12 +158,12 @@ class DeviceCrypto:
         The request id is ``request_id``, else ``payload["request_id"]``, else a fresh uuid4.
         """
         rid = request_id or payload.get("request_id") or uuid.uuid4().hex
-        if not isinstance(rid, str) or not _ID.fullmatch(rid):
+        if not isinstance(rid, str) or not ID_PATTERN.fullmatch(rid):
             raise ValueError("request_id must be 1-128 characters of letters, digits and ._:@-")
         ts = int(self.clock() * 1000)
         priv, pub = self.spec.generate()
         header = [PROTOCOL_VERSION, self.spec.name, self.kid, self.user_id, rid, ts]
-        plain = _canon({"payload": payload, "reply_key": b64e(pub)})
+        plain = canon({"payload": payload, "reply_key": b64e(pub)})
         ct = self.spec.suite.encrypt(plain, self.public, info=request_info(*header))
         env = {"v": PROTOCOL_VERSION, "suite": self.spec.name, "kid": self.kid, "uid": self.user_id, "rid": rid,
                "ts": ts, "ct": b64e(ct)}

@@ -3,8 +3,8 @@
     from pet.serve.app import build_app
     handle = serve.run(build_app(cfg), name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix)
 
-The graph: ``Gateway`` (FastAPI ingress) holding handles to ``Traditional`` (T) and ``ExpertPool`` (E),
-plus the ``Augmenter`` of ``pet/serve/augmenter.py`` when that module exists. Each deployment gets its
+The graph: ``Gateway`` (FastAPI ingress, :mod:`pet.serve.gateway`) holding handles to ``Traditional`` (T),
+``ExpertPool`` (E) and the ``Augmenter`` (personalisation, :mod:`pet.serve.augmenter`). Each deployment gets its
 YAML ``deployment`` section through ``.options()`` unchanged. :func:`app_builder` is the same graph for
 Ray's own tooling (``serve run`` / ``serve deploy`` on the file ``pet build`` writes, see
 :func:`serve_config`).
@@ -12,13 +12,11 @@ Ray's own tooling (``serve run`` / ``serve deploy`` on the file ``pet build`` wr
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 from pet.config.schema import PetConfig
 
-AUGMENTER_MODULE = "pet.serve.augmenter"
 DEPLOYMENT_NAMES = ("Traditional", "ExpertPool", "Gateway", "Augmenter")
 
 
@@ -27,14 +25,10 @@ def logging_config(cfg: PetConfig) -> dict[str, Any]:
     return {"enable_access_log": bool(cfg.serve.gateway.access_log)}
 
 
-def augmenter_available() -> bool:
-    """Whether the personalisation helper's Augmenter deployment module exists."""
-    return importlib.util.find_spec(AUGMENTER_MODULE) is not None
-
-
 def build_app(cfg: PetConfig) -> Any:
-    """The bound Serve application (Gateway -> Traditional, ExpertPool[, Augmenter])."""
+    """The bound Serve application (Gateway -> Traditional, ExpertPool, Augmenter)."""
     from pet.expert.pool import ExpertPool
+    from pet.serve.augmenter import Augmenter
     from pet.serve.gateway import Gateway
     from pet.traditional.deployment import Traditional
 
@@ -42,13 +36,7 @@ def build_app(cfg: PetConfig) -> Any:
     log_cfg = logging_config(cfg)
     t = Traditional.options(**cfg.traditional.deployment.serve_options(), logging_config=log_cfg).bind(cfg_dict)
     e = ExpertPool.options(**cfg.expert.deployment.serve_options(), logging_config=log_cfg).bind(cfg_dict)
-    aug = None
-    if augmenter_available():
-        # Hook of interface 6: Augmenter(cfg_dict, traditional_handle), imported lazily.
-        from importlib import import_module
-
-        augmenter_cls = import_module(AUGMENTER_MODULE).Augmenter
-        aug = augmenter_cls.options(**cfg.serve.augmenter.serve_options(), logging_config=log_cfg).bind(cfg_dict, t)
+    aug = Augmenter.options(**cfg.serve.augmenter.serve_options(), logging_config=log_cfg).bind(cfg_dict, t)
     gw_opts = cfg.serve.gateway.deployment.serve_options()
     return Gateway.options(**gw_opts, logging_config=log_cfg).bind(cfg_dict, t, e, aug)
 

@@ -1,4 +1,4 @@
-"""``Augmenter``: the cloud side of personalisation as a Ray Serve deployment (interface 6).
+"""``Augmenter``: the cloud side of personalisation as a Ray Serve deployment (behind ``POST /v1/augment``).
 
 Bound by :mod:`pet.serve.app` as ``Augmenter.bind(cfg_dict, traditional_handle)``. ``augment(payload)``
 takes ``{"shared": [str], "n": int, "seed": int}`` (the user's shared samples, already opened from the
@@ -19,17 +19,6 @@ from ray import serve
 log = logging.getLogger(__name__)
 
 
-def load_embedder(model_ref: str, models_dir: str | None, threads: int = 1) -> Any:
-    """MiniLM from the configured reference (builtin name -> the packaged folder)."""
-    from pet.config.schema import BUILTIN_EMBEDDERS
-    from pet.models.embed import Embedder
-    from pet.paths import resolve_model, set_offline
-
-    set_offline()
-    folder = None if model_ref in BUILTIN_EMBEDDERS else resolve_model(model_ref, models_dir)
-    return Embedder(folder, threads=threads)
-
-
 @serve.deployment(name="Augmenter")
 class Augmenter:
     """Generates filtered synthetic samples in a user's style with T (via ``traditional_handle``)."""
@@ -38,13 +27,14 @@ class Augmenter:
         import torch
 
         from pet.config.schema import PetConfig
+        from pet.models.embed import embedder_from_config
 
         torch.set_num_threads(1)  # two torch threads per replica fight each other on 2 cores
         self.cfg = PetConfig.model_validate(cfg_dict)
         self.pcfg = self.cfg.personalization
         self.traditional = traditional_handle
         self.rounds = rounds
-        self.embedder = load_embedder(self.cfg.embedding.model, self.cfg.models_dir)
+        self.embedder = embedder_from_config(self.cfg)
         self.requests = 0
 
     async def _candidates(self, payloads: list[dict[str, Any]]) -> list[str]:
@@ -52,7 +42,7 @@ class Augmenter:
         return [r["text"] for r in replies if isinstance(r, dict) and isinstance(r.get("text"), str)]
 
     async def augment(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Interface 6: ``{"shared", "n", "seed"}`` -> ``{"samples", "stats"}``; ValueError on a bad payload."""
+        """``{"shared", "n", "seed"}`` -> ``{"samples", "stats"}``; ValueError on a bad payload."""
         from pet.personal.personalize.augment import filter_samples_with_stats, generation_payloads, parse_request
 
         shared, n, seed = parse_request(payload, self.pcfg)

@@ -50,8 +50,6 @@ def base_url(cfg: PetConfig) -> str:
 DIRECT_PORT_SPAN = 64  # direct-ingress ports per deployment: one per ingress replica on a node
 
 
-
-
 def serve_env(cfg: PetConfig) -> dict[str, str]:
     """Environment Serve reads when its processes start: the body guard, direct ingress, the throughput switch.
 
@@ -288,19 +286,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def app_status(app_name: str) -> dict[str, Any]:
-    """Serve's status of one application: deployments with state and replica counts (needs a Ray connection)."""
-    from ray import serve
-
-    st = serve.status()
-    app = st.applications.get(app_name)
-    if app is None:
-        return {"app": app_name, "status": "NOT_FOUND", "deployments": {}}
-    deps = {}
-    for name, d in app.deployments.items():
-        deps[name] = {"status": str(getattr(d.status, "value", d.status)),
-                      "replicas": {str(getattr(k, "value", k)): v for k, v in d.replica_states.items()},
-                      "message": d.message}
-    return {"app": app_name, "status": str(getattr(app.status, "value", app.status)), "deployments": deps}

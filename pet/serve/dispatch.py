@@ -1,11 +1,11 @@
-"""What the gateway does with one request: choose tier and domain, call the tiers, fall back, count.
+"""What the gateway does with one request: ask the router, call the tiers, fall back when a tier fails, count.
 
-:class:`TierCaller` is the Ray-free half of the Gateway deployment: it holds the DeploymentHandles of T
-and E, the expert registry and the domain chooser. Tier ``"t"`` goes to T; ``"e"`` to the named (or
-classified) domain's adapter; ``"auto"`` picks a domain with the router (``pet.router.cloud.CloudRouter``
-over the registry's ``DomainClassifier``) and escalates E -> T when the router finds the
-expert's answer not good enough. An expert that fails or times out is answered from T with
-``fallback: true`` and a reason.
+:class:`Dispatcher` is the Ray-free half of the Gateway deployment: it holds the DeploymentHandles of T and E,
+the expert registry and the :class:`pet.router.router.Router` (over the registry's ``DomainClassifier``). Tier
+``"t"`` goes to T; ``"e"`` to the named (or the router's) domain's adapter; ``"auto"`` lets the router choose the
+domain and judge the expert's answer (E -> T). The quality decisions are the router's; what is decided here is
+reliability: an expert that fails or times out is answered from T with ``fallback: true`` and a reason, a T
+replica that dies in flight is retried, and after an expert replica death E is bypassed until it answers again.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ import threading
 import time
 from typing import Any
 
+from pet.expert.registry import ExpertRegistry
+from pet.router.policy import Action
+from pet.router.router import DomainChoice, Router
 from pet.serve.metrics import RequestTimer, gateway_metrics
 from pet.serve.schemas import ApiError, GenerateRequest, Tier, parse_generate
 
@@ -51,11 +54,11 @@ def fallback_reason(err: BaseException) -> str:
 
 
 class ExpertUnavailable(RuntimeError):
-    """The expert tier is bypassed after a replica death (see :meth:`TierCaller.mark_expert_down`)."""
+    """The expert tier is bypassed after a replica death (see :meth:`Dispatcher.mark_expert_down`)."""
 
 
-class TierCaller:
-    """Routing and fault handling over T and E handles (see module docstring)."""
+class Dispatcher:
+    """Tier calls and fault handling over T and E handles, with the router's decisions (see module docstring)."""
 
     def __init__(self, cfg: Any, traditional: Any, experts: Any):
         self.cfg = cfg
@@ -64,25 +67,21 @@ class TierCaller:
         self.metrics = gateway_metrics()
         self._registry: Any = None
         self._domains: tuple[float, list[str]] = (0.0, [])
-        self._router: Any = None
-        self._router_failed = False
-        self._router_lock = threading.Lock()
+        self.router = Router.from_config(cfg)  # its domain classifier is attached on first use
+        self._classifier_failed = False
+        self._classifier_lock = threading.Lock()
         self._expert_probe: asyncio.Task | None = None
 
     def warm_up(self) -> None:
         """Load the domain router in the background when experts exist, so the first auto request is fast."""
         if self.domains():
-            threading.Thread(target=self.router, name="pet-router-warmup", daemon=True).start()
+            threading.Thread(target=self.load_classifier, name="pet-router-warmup", daemon=True).start()
 
     # -- registry and domain choice ------------------------------------------------------------------------
 
-    def registry(self) -> Any:
-        """The expert registry (None when the experts package is missing)."""
+    def registry(self) -> ExpertRegistry:
+        """The expert registry of the config."""
         if self._registry is None:
-            try:
-                from pet.expert.registry import ExpertRegistry
-            except ImportError:
-                return None
             self._registry = ExpertRegistry.from_config(self.cfg)
         return self._registry
 
@@ -90,44 +89,39 @@ class TierCaller:
         """Registered domains, re-listed at most every second (a new domain needs no redeploy)."""
         when, names = self._domains
         if refresh or time.monotonic() - when > 1.0:
-            reg = self.registry()
-            names = reg.names() if reg is not None else []
+            names = self.registry().names()
             self._domains = (time.monotonic(), names)
         return names
 
-    def router(self) -> Any:
-        """The cloud router: CloudRouter if the router package exists, else a DomainClassifier adapter."""
-        with self._router_lock:
-            return self._build_router()
+    def load_classifier(self) -> bool:
+        """Give the router its domain classifier on first use (it loads an embedder); False when that fails
+        (no embedder prepared, ...): auto requests then go to T."""
+        with self._classifier_lock:
+            if self.router.classifier is None and not self._classifier_failed:
+                try:
+                    self.router.classifier = self._build_classifier()
+                except Exception as err:
+                    log.warning("pet gateway: domain routing unavailable (%s)", type(err).__name__)
+                    self._classifier_failed = True
+            return self.router.classifier is not None
 
-    def _build_router(self) -> Any:
-        if self._router is None and not self._router_failed:
-            try:
-                import torch
+    def _build_classifier(self) -> Any:
+        import torch
 
-                from pet.models.embed import Embedder
+        from pet.models.embed import Embedder
+        from pet.router.domains import DomainClassifier
 
-                torch.set_num_threads(self.cfg.traditional.torch_threads)
-                from pet.router.cloud import CloudRouter
-                from pet.router.domains import DomainClassifier
+        torch.set_num_threads(self.cfg.traditional.torch_threads)
+        return DomainClassifier.from_registry(self.registry(), Embedder(threads=1),
+                                              floor=self.cfg.router.domain_similarity_floor)
 
-                clf = DomainClassifier.from_registry(self.registry(), Embedder(threads=1),
-                                                     floor=self.cfg.router.domain_similarity_floor)
-                self._router = CloudRouter.from_config(self.cfg, clf)
-            except Exception as err:  # no embedder prepared, etc.: auto falls back to T
-                log.warning("pet gateway: domain routing unavailable (%s)", type(err).__name__)
-                self._router_failed = True
-        return self._router
-
-    async def choose_domain(self, req: GenerateRequest) -> tuple[str | None, float | None]:
-        """(domain, similarity) for an ``auto``/``e`` request without an explicit domain (None: no expert matches)."""
+    async def choose_domain(self, req: GenerateRequest) -> DomainChoice:
+        """The router's domain for an ``auto``/``e`` request without an explicit domain (None: no expert matches)."""
         if not self.domains():
-            return None, None
-        router = await asyncio.to_thread(self.router)
-        if router is None:
-            return None, None
-        domain, score = await asyncio.to_thread(router.choose_domain_scored, req.routing_text())
-        return (domain if domain in self.domains() else None), score
+            return DomainChoice(None, reason="no expert is registered")
+        if not await asyncio.to_thread(self.load_classifier):
+            return DomainChoice(None, reason="domain routing unavailable")
+        return await asyncio.to_thread(self.router.choose_domain, req.routing_text(), self.domains())
 
     # -- tier calls -----------------------------------------------------------------------------------------
 
@@ -219,9 +213,8 @@ class TierCaller:
 
     # -- the request ----------------------------------------------------------------------------------------
 
-    async def generate(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """The /v1/generate logic on a plaintext payload (interface 3); raises ApiError for refusals."""
-        t0 = time.perf_counter()
+    def _parse(self, payload: dict[str, Any]) -> GenerateRequest:
+        """The validated request, within the gateway's prompt and token limits and naming a registered domain."""
         req = parse_generate(payload)
         gw = self.cfg.serve.gateway
         if req.prompt_chars() > gw.max_prompt_chars:
@@ -231,50 +224,38 @@ class TierCaller:
                     self.cfg.expert.generation.max_new_tokens_limit)
         if req.max_new_tokens is not None and req.max_new_tokens > limit:
             raise ApiError(422, "invalid_request", f"max_new_tokens: must be <= {limit}")
-        domain = req.domain
-        if domain is not None and domain not in self.domains(refresh=True):
+        if req.domain is not None and req.domain not in self.domains(refresh=True):
             raise ApiError(404, "unknown_domain",
                            "the requested expert domain is not registered (GET /v1/experts lists them)")
+        return req
+
+    async def generate(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The ``POST /v1/generate`` logic on a plaintext payload; raises ApiError for refusals."""
+        t0 = time.perf_counter()
+        req = self._parse(payload)
         base = {"prompt": req.prompt_value(), "max_new_tokens": req.max_new_tokens,
                 "temperature": req.temperature, "top_p": req.top_p}
         route: dict[str, Any] = {}
+        domain = req.domain
         if req.tier is not Tier.t and domain is None:
-            domain, similarity = await self.choose_domain(req)
-            if similarity is not None:  # why E or not: the best domain's similarity against the floor
-                route.update(domain_similarity=round(similarity, 4),
-                             domain_floor=self.cfg.router.domain_similarity_floor)
+            choice = await self.choose_domain(req)
+            domain = choice.domain
+            if choice.similarity is not None:  # why E or not: the best domain's similarity against the floor
+                route.update(domain_similarity=round(choice.similarity, 4), domain_floor=choice.floor)
             if domain is None and req.tier is Tier.e:
                 raise ApiError(404, "unknown_domain", "tier 'e' needs a domain: none given and none matches")
         escalation: list[str] = []
         fallback_why: str | None = None
         answer: dict[str, Any] | None = None
-        tier = "t"
         if req.tier is not Tier.t and domain is not None:
             escalation.append("e")
-            try:
-                if self.expert_down():
-                    raise ExpertUnavailable
-                answer = await self.call_e(domain, base)
-                tier = "e"
-            except ApiError:
-                raise
-            except Exception as err:
-                fallback_why = fallback_reason(err)
-                if fallback_why == "replica_died":
-                    self.mark_expert_down()
-                self.metrics.fallbacks.labels(reason=fallback_why).inc()
-                self.metrics.requests.labels(tier="e", outcome="failed").inc()
-                log.warning("pet gateway: expert failed (%s); answering from T", fallback_why)
+            answer, fallback_why = await self._expert_answer(domain, base)
             if answer is not None and req.tier is Tier.auto:
-                good, judged = await self._judge_expert(answer)
-                route.update(judged)
-                if not good:
-                    self.metrics.escalations.labels(from_tier="e", to_tier="t", reason="low_confidence").inc()
-                    answer = None
+                answer = await self._judged(answer, route)
+        tier = "e" if answer is not None else "t"
         if answer is None:
             escalation.append("t")
             answer = await self.call_t(base)
-            tier = "t"
         latency = time.perf_counter() - t0
         self.metrics.observe_answer(tier, latency, answer["usage"])
         return {
@@ -285,19 +266,32 @@ class TierCaller:
             "latency_ms": round(latency * 1000.0, 2), "route": route,
         }
 
-    async def _judge_expert(self, answer: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-        """(keep E's answer?, the calibrated score and E threshold it was judged with)."""
-        router = self._router
-        judge = getattr(router, "judge_expert", None)
-        if judge is None:
-            return True, {}
+    async def _expert_answer(self, domain: str, base: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+        """(E's answer, None), or (None, the fallback reason) when the expert failed or is bypassed."""
         try:
-            d = await asyncio.to_thread(judge, answer["signals"])
-        except Exception:  # malformed signals: escalating is the safe choice
-            return False, {}
-        from pet.router.policy import Action
+            if self.expert_down():
+                raise ExpertUnavailable
+            return await self.call_e(domain, base), None
+        except ApiError:
+            raise
+        except Exception as err:
+            why = fallback_reason(err)
+            if why == "replica_died":
+                self.mark_expert_down()
+            self.metrics.fallbacks.labels(reason=why).inc()
+            self.metrics.requests.labels(tier="e", outcome="failed").inc()
+            log.warning("pet gateway: expert failed (%s); answering from T", why)
+            return None, why
 
-        return d.action is Action.ANSWER_E, {"e_score": d.score, "e_threshold": d.threshold}
+    async def _judged(self, answer: dict[str, Any], route: dict[str, Any]) -> dict[str, Any] | None:
+        """E's answer if the router keeps it, else None (escalate to T); the score and threshold go into ``route``."""
+        d = await asyncio.to_thread(self.router.judge_expert, answer.get("signals"))
+        if d.score is not None:
+            route.update(e_score=d.score, e_threshold=d.threshold)
+        if d.action is Action.ANSWER_E:
+            return answer
+        self.metrics.escalations.labels(from_tier="e", to_tier="t", reason="low_confidence").inc()
+        return None
 
 
 async def _await(resp: Any) -> Any:

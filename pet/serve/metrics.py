@@ -104,6 +104,10 @@ class GatewayMetrics:
                                  "death (requests fall back to T at once)", registry=r)
         self.errors = Counter("pet_client_errors", "Refused requests by HTTP status and code",
                               ["status", "code"], registry=r)
+        from pet.security.metrics import OPENED, REJECTIONS
+
+        for collector in (REJECTIONS, OPENED):  # the envelope layer's counters, on the same GET /metrics
+            r.register(collector)
 
     def observe_answer(self, tier: str, latency_s: float, usage: dict[str, Any]) -> None:
         """Count one answered request."""

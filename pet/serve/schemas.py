@@ -69,7 +69,7 @@ class Message(BaseModel):
 
 
 class GenerateRequest(BaseModel):
-    """Body of ``POST /v1/generate`` (interface 3)."""
+    """Body of ``POST /v1/generate``."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -8,7 +8,8 @@ import json
 import httpx
 import pytest
 
-from pet.personal.personalize.client import AugmentClientError, HttpAugmentClient
+from pet.client import GatewayError
+from pet.personal.personalize.client import HttpAugmentClient
 
 SHARED = [
     "going hiking with my dog this weekend, can't wait",
@@ -70,7 +71,7 @@ def test_client_reports_http_errors(serve_url):
     client = HttpAugmentClient(serve_url + "/nope", "user-it-3", timeout_s=60)
     try:
         client.request({"shared": SHARED, "n": 1, "seed": 0})
-    except AugmentClientError as err:
+    except GatewayError as err:
         assert "HTTP 404" in str(err)
     else:
-        raise AssertionError("expected AugmentClientError")
+        raise AssertionError("expected GatewayError")

@@ -66,6 +66,7 @@ def signed_tiny_bundle(tmp_path_factory, tiny_lm_dir, serve_config):
 
 
 def test_canary_never_leaves_the_device_in_clear(serve_url, serve_config, signed_tiny_bundle, caplog):
+    from pet.client import GatewayClient
     from pet.personal.personalize.client import HttpAugmentClient
     from pet.personal.runtime import DeviceModel
     from pet.security.envelope import DeviceCrypto
@@ -101,7 +102,15 @@ def test_canary_never_leaves_the_device_in_clear(serve_url, serve_config, signed
     assert answers["e"]["domain"] == "python"
 
     # personal data shared for augmentation: encrypted through the device's one send path
-    client = HttpAugmentClient(serve_url, "canary-user", http=http)
+    gateway = GatewayClient(serve_url, "canary-user", read_timeout_s=600)
+    send = gateway.transport.send
+
+    def recorded_send(method: str, path: str, data: bytes | None = None):
+        wire.append(f"{serve_url}{path}".encode() + b"\n" + (data or b""))
+        return send(method, path, data)
+
+    gateway.transport.send = recorded_send
+    client = HttpAugmentClient(serve_url, "canary-user", gateway=gateway)
     seen_plain: list[dict] = []
     client.on_send.append(seen_plain.append)
     shared = [f"Remember that {canary} opens the blue locker at the gym.", "I usually train on Tuesday nights."]

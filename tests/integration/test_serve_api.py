@@ -151,19 +151,13 @@ def test_plaintext_refused_when_not_allowed(serve_config):
     """The policy function itself (the running test graph allows plaintext)."""
     import asyncio
 
-    from pet.serve.gateway import open_body
+    from pet.serve.bodies import open_body
     from pet.serve.schemas import ApiError
 
     cfg = serve_config.model_copy(deep=True)
     cfg.crypto.allow_plaintext = False
-
-    class Gw:
-        pass
-
-    gw = Gw()
-    gw.cfg = cfg
     with pytest.raises(ApiError) as err:
-        asyncio.run(open_body(gw, {"prompt": "hi"}))
+        asyncio.run(open_body({"prompt": "hi"}, cfg, lambda: None))
     assert err.value.status == 400 and err.value.code == "plaintext_refused"
 
 

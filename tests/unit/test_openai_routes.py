@@ -14,10 +14,11 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from pet.config.schema import PetConfig
-from pet.ledger import Ledger
+from pet.ledger import Ledger, Meter
 from pet.serve.guard import Admission
+from pet.serve.routes import add_routes
 from pet.serve.routes._openai_shapes import StopScanner
-from pet.serve.routes.openai import register_routes
+from pet.serve.routes.openai import OpenAIRoutes
 from pet.serve.schemas import ApiError
 from tests.conftest import build_tiny_tokenizer
 
@@ -66,15 +67,23 @@ class FakeTraditional:
         return self.streams[-1]
 
 
-class FakeGateway:
-    """The Gateway surface of interface 3: cfg, generate(payload), domains(refresh), traditional."""
+class FakeGateway(OpenAIRoutes):
+    """The gateway's OpenAI routes over a stand-in for the rest: cfg, generate(payload), domains(refresh),
+    traditional, admission and a meter (built from the config on first use)."""
 
     def __init__(self, cfg: PetConfig):
         self.cfg = cfg
+        self._meter: Meter | None = None
         self.admission = Admission(cfg.serve.gateway.max_inflight, cfg.serve.gateway.retry_after_s)
         self.traditional = FakeTraditional()
         self.payloads: list[dict] = []
         self.raise_error: Exception | None = None
+
+    @property
+    def meter(self) -> Meter:
+        if self._meter is None:
+            self._meter = Meter.from_config(self.cfg)
+        return self._meter
 
     def domains(self, refresh: bool = False) -> list[str]:
         return ["law"]
@@ -108,7 +117,7 @@ def env(tmp_path: Path, tokenizer_dir: Path):
     })
     gw = FakeGateway(cfg)
     app = FastAPI()
-    register_routes(app, lambda: gw)
+    add_routes(app, gw)
     http = TestClient(app)
     client = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=http, max_retries=0)
     return gw, http, client, Ledger(tmp_path / "ledger.sqlite")
@@ -263,7 +272,7 @@ def test_streaming_limits_are_checked_before_the_stream_starts(env):
     assert gw.traditional.payloads == []
 
 
-def test_plaintext_off_gives_403_and_starting_gateway_503(env, tokenizer_dir):
+def test_plaintext_off_gives_403_and_a_gateway_refusal_is_503(env, tokenizer_dir):
     gw, http, client, led = env
     gw.cfg.crypto.allow_plaintext = False
     with pytest.raises(openai.PermissionDeniedError) as exc:
@@ -272,12 +281,9 @@ def test_plaintext_off_gives_403_and_starting_gateway_503(env, tokenizer_dir):
     assert http.get("/v1/models").status_code == 403
     assert gw.payloads == [] and led.counts().usage == 0
 
-    def starting():
-        raise ApiError(503, "starting", "the gateway is starting", {"Retry-After": "1"})
-
-    app = FastAPI()
-    register_routes(app, starting)
-    r = TestClient(app).post("/v1/chat/completions", json={"model": "pet-t", "messages": MSGS})
+    gw.cfg.crypto.allow_plaintext = True
+    gw.raise_error = ApiError(503, "starting", "the gateway is starting", {"Retry-After": "1"})
+    r = http.post("/v1/chat/completions", json={"model": "pet-auto", "messages": MSGS})
     assert r.status_code == 503 and r.json()["error"]["code"] == "starting"
 
 

@@ -15,9 +15,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from pet.client import GatewayClient
 from pet.config.schema import PetConfig
-from pet.personal.device import DeviceClient, GatewayHTTP
+from pet.personal.device import DeviceClient
 from pet.router.policy import RouterFile, make_policy
+from pet.router.router import Router
 
 ALWAYS_ESCALATE = RouterFile(p_threshold=1.0)  # exp(mean_logprob) < 1 always: every query leaves the device
 NEVER_ESCALATE = RouterFile(p_threshold=0.0)
@@ -37,8 +39,9 @@ def serve(handler_cls):
 
 
 def test_closed_port_answers_from_p_degraded(tiny_lm):
-    client = DeviceClient(tiny_lm, make_policy("cascade", ALWAYS_ESCALATE), f"http://127.0.0.1:{closed_port()}",
-                          connect_timeout_s=2.0, read_timeout_s=2.0, max_new_tokens=4)
+    client = DeviceClient(tiny_lm, Router(make_policy("cascade", ALWAYS_ESCALATE)),
+                          f"http://127.0.0.1:{closed_port()}", connect_timeout_s=2.0, read_timeout_s=2.0,
+                          max_new_tokens=4)
     t0 = time.monotonic()
     ans = client.ask("hello there")
     assert time.monotonic() - t0 < 5
@@ -61,7 +64,7 @@ def test_slow_gateway_times_out_and_answers_from_p(tiny_lm):
 
     srv, url = serve(Slow)
     try:
-        client = DeviceClient(tiny_lm, make_policy("cascade", ALWAYS_ESCALATE), url, connect_timeout_s=1.0,
+        client = DeviceClient(tiny_lm, Router(make_policy("cascade", ALWAYS_ESCALATE)), url, connect_timeout_s=1.0,
                               read_timeout_s=0.5, max_new_tokens=4)
         t0 = time.monotonic()
         ans = client.ask("hello there")
@@ -73,15 +76,15 @@ def test_slow_gateway_times_out_and_answers_from_p(tiny_lm):
 
 
 def test_confident_p_never_calls_the_gateway(tiny_lm):
-    client = DeviceClient(tiny_lm, make_policy("cascade", NEVER_ESCALATE), f"http://127.0.0.1:{closed_port()}",
-                          max_new_tokens=4)
+    client = DeviceClient(tiny_lm, Router(make_policy("cascade", NEVER_ESCALATE)),
+                          f"http://127.0.0.1:{closed_port()}", max_new_tokens=4)
     ans = client.ask([{"role": "user", "content": "hi"}])
     assert ans.tier == "p" and not ans.degraded and "P confidence" in ans.reason
 
 
 def fake_gateway(cfg, seen: list):
     """/v1/generate that refuses plaintext and opens envelopes with the real GatewayCrypto."""
-    from pet.security.envelope import GatewayCrypto
+    from pet.security.gateway import GatewayCrypto
 
     crypto = GatewayCrypto.from_config(cfg)
 
@@ -126,7 +129,7 @@ def test_escalation_is_sealed_with_hpke(tiny_lm, tmp_path, encrypt):
     seen: list = []
     srv, url = fake_gateway(cfg, seen)
     try:
-        client = DeviceClient(tiny_lm, make_policy("cascade", ALWAYS_ESCALATE), url, user_id="alice",
+        client = DeviceClient(tiny_lm, Router(make_policy("cascade", ALWAYS_ESCALATE)), url, user_id="alice",
                               encrypt=encrypt, max_new_tokens=4)
         ans = client.ask("what does os.path.join do?")
         if encrypt == "never":  # refused plaintext and not allowed to encrypt: P answers, degraded
@@ -145,7 +148,7 @@ def test_escalation_is_sealed_with_hpke(tiny_lm, tmp_path, encrypt):
 
 def test_bad_url_is_a_clear_error():
     with pytest.raises(ValueError, match="http"):
-        GatewayHTTP("ftp://x")
+        GatewayClient("ftp://x")
 
 
 class CountingEmbedder:
@@ -165,12 +168,12 @@ class CountingEmbedder:
 def test_stacked_policy_embeds_runs_p_then_decides(tiny_lm, threshold):
     import numpy as np
 
-    from pet.router.policy import StackedScorer
+    from pet.router.scorers import StackedScorer
 
     scorer = StackedScorer(np.array([0.1, -0.1, 0.0, 0.0, 1.0, 0.0, 0.0]), 0.0, np.zeros(7), np.ones(7), "good")
     embedder = CountingEmbedder()
-    client = DeviceClient(tiny_lm, make_policy("stacked", RouterFile(stacked=scorer, stacked_threshold=threshold)),
-                          f"http://127.0.0.1:{closed_port()}", max_new_tokens=4, embedder=embedder)
+    router = Router(make_policy("stacked", RouterFile(stacked=scorer, stacked_threshold=threshold)))
+    client = DeviceClient(tiny_lm, router, f"http://127.0.0.1:{closed_port()}", max_new_tokens=4, embedder=embedder)
     ans = client.ask([{"role": "user", "content": "how do I sort a list"}])
     assert embedder.calls == 1 and [d["action"] for d in ans.decisions][0] == "run_p"
     assert ans.tier == "p" and "stacked predicted P quality" in ans.reason

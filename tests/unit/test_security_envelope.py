@@ -8,8 +8,9 @@ import pytest
 from cryptography.hazmat.primitives.hpke import KEM
 from prometheus_client import REGISTRY
 
-import pet.security.envelope as envelope_mod
-from pet.security.envelope import GENERIC_MESSAGE, DeviceCrypto, EnvelopeError, GatewayCrypto, KeyIdError
+import pet.security.gateway as gateway_mod
+from pet.security.envelope import GENERIC_MESSAGE, DeviceCrypto, EnvelopeError, KeyIdError
+from pet.security.gateway import GatewayCrypto
 from pet.security.keys import KeyRing
 from pet.security.suites import DEFAULT_SUITE, HYBRID_SUITE, b64d, b64e
 
@@ -33,7 +34,7 @@ def rejections(reason: str) -> float:
 
 @pytest.fixture(params=SUITE_NAMES)
 def setup(request, tmp_path, monkeypatch):
-    monkeypatch.setattr(envelope_mod, "RELOAD_INTERVAL_S", 0.0)
+    monkeypatch.setattr(gateway_mod, "RELOAD_INTERVAL_S", 0.0)
     clock = Clock()
     ring = KeyRing(tmp_path / "keys")
     ring.init(request.param, now=clock())
@@ -259,3 +260,15 @@ def test_device_rejects_bad_key_list():
 def test_gateway_without_keys_says_what_to_do(tmp_path):
     with pytest.raises(RuntimeError, match="pet keys init"):
         GatewayCrypto(KeyRing(tmp_path / "empty"), DEFAULT_SUITE)
+
+
+def test_the_device_side_loads_no_server_state():
+    """Sealing on a device imports neither the replay store nor the server's envelope counters (nor Ray or torch)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pet.security.envelope, pet.client, pet.personal.device; "
+            "print(sorted(m for m in ('pet.security.metrics', 'pet.security.replay', 'prometheus_client', 'ray', "
+            "'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from pet.security.envelope import REQUEST_FIELDS, DeviceCrypto, EnvelopeError, GatewayCrypto
+from pet.security.envelope import REQUEST_FIELDS, DeviceCrypto, EnvelopeError
+from pet.security.gateway import GatewayCrypto
 from pet.security.keys import KeyRing
 from pet.security.metrics import REASONS
 

@@ -10,7 +10,7 @@ import pytest
 
 from pet.cli.main import main
 from pet.config.schema import PetConfig
-from pet.security.envelope import GatewayCrypto
+from pet.security.gateway import GatewayCrypto
 from pet.security.keys import KeyRing, KeyStoreError, ensure_keys, key_id
 from pet.security.suites import DEFAULT_SUITE, HYBRID_SUITE, SecretKey, get_suite
 

@@ -7,7 +7,8 @@ import multiprocessing as mp
 import pytest
 
 from pet.config.schema import PetConfig
-from pet.security.envelope import DeviceCrypto, EnvelopeError, GatewayCrypto
+from pet.security.envelope import DeviceCrypto, EnvelopeError
+from pet.security.gateway import GatewayCrypto
 from pet.security.keys import ensure_keys
 from pet.security.replay import ReplayGuard, SqliteReplayGuard
 

@@ -1,4 +1,4 @@
-"""The key-service routes on a FastAPI app with a stand-in gateway getter (the real Gateway is integration-tested)."""
+"""The key-service routes on a FastAPI app over a stand-in gateway (the real Gateway is integration-tested)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
-from pet.security.envelope import DeviceCrypto, EnvelopeError, GatewayCrypto
+from pet.security.envelope import DeviceCrypto, EnvelopeError
+from pet.security.gateway import GatewayCrypto
 from pet.security.keys import KeyRing
 from pet.serve.metrics import gateway_metrics
-from pet.serve.routes.keys import register_routes
+from pet.serve.routes import add_routes
+from pet.serve.routes.keys import KeyRoutes
 from pet.serve.schemas import ApiError
 
 
-class _Gateway:
+class _Gateway(KeyRoutes):
     def __init__(self, crypto: GatewayCrypto):
         self._crypto = crypto
 
@@ -33,8 +35,8 @@ def test_keys_routes_and_counters_on_metrics(tmp_path):
     async def _api_error(request, err: ApiError) -> JSONResponse:
         return JSONResponse(err.body(), status_code=err.status)
 
-    register_routes(app, lambda: _Gateway(gw))
-    register_routes(FastAPI(), lambda: _Gateway(gw))  # a second registration in one process must not fail
+    add_routes(app, _Gateway(gw))
+    add_routes(FastAPI(), _Gateway(gw))  # a second registration in one process must not fail
     client = TestClient(app)
     keys = client.get("/v1/keys").json()
     assert keys["current"] == rec.kid and keys["keys"][0]["public_key"]

@@ -1,4 +1,4 @@
-"""Hostile traffic and faults without Ray: the gateway's real routes on a TestClient over a TierCaller with
+"""Hostile traffic and faults without Ray: the gateway's real routes on a TestClient over a GatewayReplica with
 in-process tier handles. Each test names the failure class of issue 22 it guards (the real graph is covered in
 tests/integration/test_serve_chaos.py)."""
 
@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pet.config.loader import parse_config
-from pet.serve.dispatch import TierCaller
+from pet.serve.dispatch import Dispatcher
+from pet.serve.gateway import GatewayReplica
 from pet.serve.guard import Admission, BodyGuard, loads_strict
 from pet.serve.schemas import ApiError, parse_generate
 
@@ -188,14 +189,14 @@ def test_body_guard_times_out_stalled_uploads_and_caps_sizes():
     assert _run_asgi(guard, _scope(method="GET"), [{"type": "http.request", "body": b""}])[0]["status"] == 200
 
 
-# -- the real routes over a TierCaller ---------------------------------------------------------------------------
+# -- the real routes over a GatewayReplica ---------------------------------------------------------------------------
 
 
-class _Gateway(TierCaller):
-    """The Gateway's surface for its routes: the deployment class itself needs a Serve replica."""
+class _Gateway(GatewayReplica):
+    """The gateway replica with in-process tier handles, no ledger and a given GatewayCrypto (None: no keys)."""
 
     def __init__(self, cfg, t, e, crypto=None):
-        super().__init__(cfg, t, e)
+        Dispatcher.__init__(self, cfg, t, e)
         self.admission = Admission(cfg.serve.gateway.max_inflight, cfg.serve.gateway.retry_after_s)
         self._crypto = crypto
         self.augmenter = None
@@ -214,18 +215,15 @@ class _Gateway(TierCaller):
 
 
 @pytest.fixture
-def routes(tmp_path, monkeypatch):
-    """(TestClient, gateway) on pet.serve.gateway's real FastAPI app."""
-    import pet.serve.gateway as gateway_module
-
+def routes(tmp_path):
+    """(TestClient, gateway) on the replica's real FastAPI app."""
     def make(t=None, e=None, **cfg_over):
         cfg = parse_config({"crypto": {"allow_plaintext": True, "keys_dir": str(tmp_path / "keys")},
                             "expert": {"registry_dir": str(tmp_path / "reg"), "timeout_s": 2.0},
                             "serve": {"gateway": {"max_inflight": 2, "request_timeout_s": 5.0,
                                                   "deployment": {"max_ongoing_requests": 8}, **cfg_over}}})
         gw = _Gateway(cfg, t or _Handle(lambda p: _ok()), e or _Handle(lambda p: _ok()))
-        monkeypatch.setitem(gateway_module._LIVE, "gateway", gw)
-        return TestClient(gateway_module.app, raise_server_exceptions=False), gw
+        return TestClient(gw.api(), raise_server_exceptions=False), gw
 
     return make
 
@@ -316,7 +314,7 @@ def test_while_the_expert_restarts_e_falls_back_to_t_at_once(tmp_path, monkeypat
 
     cfg = parse_config({"expert": {"registry_dir": str(tmp_path), "timeout_s": 30.0}})
     e = _Handle(expert, stats)
-    tc = TierCaller(cfg, _Handle(lambda p: _ok("from T")), e)
+    tc = Dispatcher(cfg, _Handle(lambda p: _ok("from T")), e)
     monkeypatch.setattr(tc, "domains", lambda refresh=False: ["python"])
     req = {"prompt": "q", "tier": "e", "domain": "python"}
 
@@ -373,7 +371,8 @@ def test_classifier_readers_never_see_half_a_registration():
 
 
 def test_errors_to_an_opened_envelope_come_back_sealed_and_quote_nothing(routes, tmp_path):
-    from pet.security.envelope import DeviceCrypto, GatewayCrypto
+    from pet.security.envelope import DeviceCrypto
+    from pet.security.gateway import GatewayCrypto
     from pet.security.keys import KeyRing
 
     ring = KeyRing(tmp_path / "keys")

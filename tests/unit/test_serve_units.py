@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pet.config.loader import parse_config
-from pet.config.schema import GenerationDefaults
+from pet.config.schema.tiers import GenerationDefaults
 from pet.models.engine import resolve_payload, run_batch
 from pet.serve.schemas import ApiError, parse_generate
 
@@ -172,14 +172,14 @@ def _answer(text):
     return fn
 
 
-def test_tier_caller_falls_back_to_t_on_expert_timeout(tmp_path, monkeypatch):
-    from pet.serve.dispatch import TierCaller
+def test_dispatcher_falls_back_to_t_on_expert_timeout(tmp_path, monkeypatch):
+    from pet.serve.dispatch import Dispatcher
 
     async def slow(payload):
         await asyncio.sleep(5)
 
     cfg = parse_config({"expert": {"timeout_s": 0.2, "registry_dir": str(tmp_path)}})
-    tc = TierCaller(cfg, _Handle(_answer("from T")), _Handle(slow))
+    tc = Dispatcher(cfg, _Handle(_answer("from T")), _Handle(slow))
     monkeypatch.setattr(tc, "domains", lambda refresh=False: ["python"])
     out = asyncio.run(tc.generate({"prompt": "q", "tier": "e", "domain": "python"}))
     assert out["tier"] == "t" and out["fallback"] is True and out["fallback_reason"] == "timeout"
@@ -194,17 +194,24 @@ def test_tier_caller_falls_back_to_t_on_expert_timeout(tmp_path, monkeypatch):
 
 # -- extra routes --------------------------------------------------------------------------------------------
 
-def test_every_route_module_registers_and_a_broken_one_is_skipped(monkeypatch, caplog):
+def test_every_route_group_registers_its_routes_once():
     from fastapi import FastAPI
 
-    import pet.serve.routes as routes
+    from pet.serve.gateway import GatewayReplica
+    from pet.serve.routes import add_routes, route, route_table
 
-    app = FastAPI()
-    names = routes.route_modules()
-    assert routes.include_routes(app, lambda: None) == names  # none of the shipped modules fails
-    monkeypatch.setattr(routes, "route_modules", lambda: ["no_such_module"])
-    assert routes.include_routes(FastAPI(), lambda: None) == []
-    assert "no_such_module" in caplog.text
+    paths = sorted(route_table(GatewayReplica).values())
+    assert ("GET", "/v1/keys") in paths and ("POST", "/v1/generate") in paths and ("POST", "/v1/augment") in paths
+    assert ("POST", "/v1/chat/completions") in paths and ("GET", "/v1/keys/signing") in paths
+    assert len(paths) == len(set(paths))  # each route in one place
+
+    class Twice(GatewayReplica):
+        @route("GET", "/v1/keys")
+        async def other_keys(self):
+            return {}
+
+    with pytest.raises(ValueError, match="GET /v1/keys"):
+        add_routes(FastAPI(), Twice.__new__(Twice))
 
 
 def test_request_timer_splits_own_time_from_downstream_awaits():

@@ -25,7 +25,6 @@ import asyncio
 import json
 import logging
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable
 from functools import lru_cache
 from typing import Any
@@ -33,7 +32,9 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from pet.serve.bodies import read_json
 from pet.serve.dispatch import replica_died
+from pet.serve.routes import route
 from pet.serve.routes._openai_shapes import (
     EXPERT_PREFIX,
     MODEL_T,
@@ -52,33 +53,11 @@ from pet.serve.schemas import ApiError
 
 log = logging.getLogger("ray.serve")
 STARTED = int(time.time())
-# keyed weakly by the gateway object: an id() could be reused by a later gateway in the same process
-_METERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Helpers bound to the live gateway
-
-
-def meter_for(gw: Any) -> Any:
-    """The gateway's ``meter`` if it has one, else one Meter per gateway built from its config."""
-    from pet.ledger import Meter
-
-    own = getattr(gw, "meter", None)
-    if isinstance(own, Meter):
-        return own
-    meter = _METERS.get(gw)
-    if meter is None:
-        meter = _METERS[gw] = Meter.from_config(gw.cfg)
-    return meter
 
 
 async def domains_of(gw: Any) -> list[str]:
     """Registered expert domains (the registry is read from disk, so off the event loop)."""
-    domains = getattr(gw, "domains", None)
-    if domains is None:
-        return []
-    return list(await asyncio.to_thread(domains, True))
+    return list(await asyncio.to_thread(gw.domains, True))
 
 
 @lru_cache(maxsize=4)
@@ -142,7 +121,7 @@ class _Call:
         self.t0 = time.perf_counter()
 
     async def payload(self) -> dict[str, Any]:
-        """The /v1/generate payload (interface 3)."""
+        """The payload of the gateway's generate (the body of ``POST /v1/generate``)."""
         expert = self.req.model.startswith(EXPERT_PREFIX)
         self.tier, self.domain = tier_of(self.req.model, await domains_of(self.gw) if expert else [])
         out = {"messages": self.messages, "tier": self.tier, "max_new_tokens": self.req.max_new_tokens(),
@@ -170,7 +149,7 @@ class _Call:
 
     async def meter(self, tier: str, prompt_tokens: int, completion_tokens: int) -> bool | None:
         """Record the answered request (never raises)."""
-        return await meter_for(self.gw).arecord_usage(self.rid, self.user, tier, prompt_tokens, completion_tokens)
+        return await self.gw.meter.arecord_usage(self.rid, self.user, tier, prompt_tokens, completion_tokens)
 
     # -- streaming ---------------------------------------------------------------------------------------------
 
@@ -278,51 +257,44 @@ class _Call:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Registration (interface 3)
+# The routes
 
 
-def register_routes(app: Any, gateway_getter: Callable[[], Any]) -> None:
-    """Add ``POST /v1/chat/completions`` and ``GET /v1/models[/{model}]`` to the gateway's FastAPI ``app``."""
-    def error_response(err: OpenAIError) -> JSONResponse:
-        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+def _error_response(err: OpenAIError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
-    def live_gateway() -> Any:
-        try:
-            return gateway_getter()
-        except Exception as err:  # the gateway is starting: its ApiError carries 503 + Retry-After
-            raise OpenAIError.from_gateway(err) from None
 
-    def check_plaintext(gw: Any) -> None:
-        if not gw.cfg.crypto.allow_plaintext:
+class OpenAIRoutes:
+    """The OpenAI-compatible routes. Mixed into the gateway, which provides ``cfg``, ``generate``, ``domains()``,
+    ``admission``, ``meter`` and ``traditional`` (T's handle, for streaming)."""
+
+    def _check_plaintext(self) -> None:
+        if not self.cfg.crypto.allow_plaintext:
             raise OpenAIError(403, "the OpenAI-compatible API is disabled: this gateway accepts only encrypted "
                               "requests (set crypto.allow_plaintext to enable it)", "plaintext_disabled")
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Any:
+    @route("POST", "/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> Any:
         """POST /v1/chat/completions in OpenAI's shape (``stream: true`` answers as server-sent events)."""
         try:
-            gw = live_gateway()
-            check_plaintext(gw)
-            from pet.serve.gateway import read_json
-
+            self._check_plaintext()
             try:
-                data = await read_json(request, gw)
+                data = await read_json(request, self.cfg)
             except Exception as err:  # ApiError 400/408/413/422 from the body's limits
                 raise OpenAIError.from_gateway(err) from None
-            call = _Call(gw, data, request.headers)
+            call = _Call(self, data, request.headers)
             headers = {"X-Request-Id": call.rid}
-            admission = gw.admission
             if call.req.stream and call.req.model == MODEL_T:
-                admission.acquire()  # held until the stream ends
+                self.admission.acquire()  # held until the stream ends
                 try:
                     gen, first = await call.t_stream()
                 except BaseException:
-                    admission.release()
+                    self.admission.release()
                     raise
-                return StreamingResponse(_released(call.sse_t(gen, first), admission.release),
+                return StreamingResponse(_released(call.sse_t(gen, first), self.admission.release),
                                          media_type="text/event-stream",
                                          headers=headers | {"Cache-Control": "no-cache"})
-            with admission.slot():
+            with self.admission.slot():
                 result = await call.generate()
             u = result["usage"]
             metered = await call.meter(result["tier"], u["prompt_tokens"], u["completion_tokens"])
@@ -334,30 +306,28 @@ def register_routes(app: Any, gateway_getter: Callable[[], Any]) -> None:
                               _pet_field(result, metered, "no"))
             return JSONResponse(body, headers=headers)
         except OpenAIError as err:
-            return error_response(err)
+            return _error_response(err)
         except ApiError as err:  # the gateway's own refusals (admission 503) in OpenAI's shape
-            return error_response(OpenAIError.from_gateway(err))
+            return _error_response(OpenAIError.from_gateway(err))
         except Exception as err:  # never a bare 500 page; the message names the class, never request content
             log.warning("pet openai: unexpected %s", type(err).__name__)
-            return error_response(OpenAIError(500, f"internal error ({type(err).__name__})", "internal"))
+            return _error_response(OpenAIError(500, f"internal error ({type(err).__name__})", "internal"))
 
-    @app.get("/v1/models")
-    async def list_models() -> Any:
+    @route("GET", "/v1/models")
+    async def list_models(self) -> Any:
         """GET /v1/models: pet-auto, pet-t and one pet-e-<domain> per registered expert."""
         try:
-            gw = live_gateway()
-            check_plaintext(gw)
-            return JSONResponse(model_list(await domains_of(gw), STARTED))
+            self._check_plaintext()
+            return JSONResponse(model_list(await domains_of(self), STARTED))
         except OpenAIError as err:
-            return error_response(err)
+            return _error_response(err)
 
-    @app.get("/v1/models/{model}")
-    async def retrieve_model(model: str) -> Any:
+    @route("GET", "/v1/models/{model}")
+    async def retrieve_model(self, model: str) -> Any:
         """GET /v1/models/{model}: one model, or 404 in OpenAI's shape."""
         try:
-            gw = live_gateway()
-            check_plaintext(gw)
-            tier_of(model, await domains_of(gw))
+            self._check_plaintext()
+            tier_of(model, await domains_of(self))
             return JSONResponse(model_card(model, STARTED))
         except OpenAIError as err:
-            return error_response(err)
+            return _error_response(err)
