@@ -6,7 +6,8 @@
 - :mod:`pet.router.fit`: labelling (ROUGE-L vs references or agreement with T), the embedding / stacked
   scorers (good-enough label or gain of escalating, cross-validated L2) and threshold selection for a cloud
   budget or a quality target; used by ``pet router calibrate``.
-- :mod:`pet.router.cloud`: ``CloudRouter``, the part the gateway calls for tier "auto".
+- :mod:`pet.router.router`: ``Router``, the one object that makes every escalation decision (the device step,
+  the expert domain, the E -> T judgement); the device client and the gateway call it.
 - :mod:`pet.router.metrics`: ROUGE-L. :mod:`pet.router.queries`: labelled query sets from offline text.
 
 Everything here is numpy-only so the device client can import it without torch.

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from pet.config.schema import PetConfig, RouterPolicyName
 from pet.router.calibrate import CALIBRATORS, IsotonicCalibrator, LogisticCalibrator, calibrator_from_dict, pava
-from pet.router.cloud import CloudRouter
 from pet.router.fit import (
     binomial_sf,
     budget_rank,
@@ -23,6 +22,7 @@ from pet.router.fit import (
 )
 from pet.router.metrics import lcs_length, rouge_l
 from pet.router.policy import POLICIES, Action, RouterFile, RouteState, make_policy, policy_from_config
+from pet.router.router import Router
 
 
 def sig(mean_logprob: float) -> dict[str, float]:
@@ -232,7 +232,7 @@ def test_pregen_needs_fitted_model_and_embedding():
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Router file, config, CloudRouter, CLI
+# Router file, config, Router, CLI
 
 
 def test_router_file_round_trip_and_errors(tmp_path):
@@ -269,10 +269,11 @@ def test_cloud_router_from_config(tmp_path):
     cfg = PetConfig()
     cfg.router.calibration = str(tmp_path / "router.yaml")
     clf = DomainClassifier({"python": WordEmbedder().encode(["python list function"])}, WordEmbedder(), floor=0.5)
-    r = CloudRouter.from_config(cfg, clf)
-    assert r.choose_domain("what does a python function return") == "python"
-    assert r.choose_domain("hello how was your weekend") is None
-    assert CloudRouter.from_config(cfg, None).choose_domain("python list") is None
+    r = Router.from_config(cfg, clf)
+    assert r.choose_domain("what does a python function return").domain == "python"
+    assert r.choose_domain("what does a python function return", registered=["law"]).domain is None
+    assert r.choose_domain("hello how was your weekend").domain is None
+    assert Router.from_config(cfg, None).choose_domain("python list").domain is None
     assert r.expert_good_enough(sig(-0.05)) is True
     assert r.expert_good_enough(sig(-3.9)) is False
     assert r.expert_good_enough({"mean_logprob": None}) is False  # malformed: escalate, never crash
