@@ -3,10 +3,10 @@
     python benchmarks/routing_generate.py     # once: generate P, E and T answers (cached, ~15-40 min here)
     python benchmarks/routing.py              # seconds: fit on the calibration half, sweep on the test half
 
-The labelled query set (pet.router.queries: python stdlib docs, chitchat-dataset conversations, general
-knowledge) is cut by hash into a calibration half and a test half that share no query. Routers are fitted on
-the calibration half only (the same fit as `pet router calibrate`, whose input is written to
-benchmarks/results/routing_calibration.jsonl) and scored on the test half:
+The labelled query set (benchmarks/data/routing_queries.jsonl, built by routing_queries.py: python stdlib docs,
+chitchat-dataset conversations, general knowledge) is cut by hash into a calibration half and a test half that
+share no query. Routers are fitted on the calibration half only (the same fit as `pet router calibrate`, whose
+input is written to benchmarks/results/routing_calibration.jsonl) and scored on the test half:
 
 - quality = mean ROUGE-L F1 of the answer that would be shown against the reference answer;
 - cloud share = share of queries that leave the device (escalated to E or T);
@@ -34,16 +34,22 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pet.io import atomic_write_json, atomic_write_text  # noqa: E402
+from benchmarks.common import DATA, RESULTS, pyplot, save_results  # noqa: E402
+from benchmarks.routing_queries import Query, split  # noqa: E402
 from pet.machine import machine_info  # noqa: E402
-from pet.router.fit import cloud_quality, feature_matrix, fit_router, qualities, sweep  # noqa: E402
+from pet.router.fit import (  # noqa: E402
+    cloud_quality,
+    feature_matrix,
+    fit_router,
+    oracle_at_budget,
+    qualities,
+    sweep,
+)
+from pet.router.label import read_queries, write_labelled  # noqa: E402
 from pet.router.policy import Action, RouteState, make_policy  # noqa: E402
-from pet.router.queries import Query, split  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 BUDGET = 0.4
 SUFFIX = ""  # output-name suffix of a P variant (--p-cache)
 GOAL_QUALITY = 0.95
@@ -57,24 +63,9 @@ N_SPLITS = 200  # random calibration/test re-splits to measure how often the fit
 N_ROUTER_SPLITS = 50
 
 
-def oracle_at_budget(q_p: np.ndarray, q_cloud: np.ndarray, budget: float) -> tuple[float, float]:
-    """(share, quality) of the best any router can do with at most ``budget`` of the queries leaving:
-    escalate the queries with the largest positive gain q_cloud - q_p first. An upper bound for every policy."""
-    gain = q_cloud - q_p
-    k = int(np.floor(budget * len(gain) + 1e-9))
-    top = np.argsort(-gain, kind="stable")[:k]
-    top = top[gain[top] > 0]
-    return float(len(top) / len(gain)), float((q_p.sum() + gain[top].sum()) / len(gain))
-
-
-def machine() -> dict:
-    """What this ran on."""
-    return machine_info(threads=1)
-
-
-def load_records(p_cache: str = "p", queries_file: Path = RESULTS / "routing_queries.json") -> tuple[list[dict], dict]:
+def load_records(p_cache: str = "p", queries_file: Path = DATA / "routing_queries.jsonl") -> tuple[list[dict], dict]:
     """Join the query set with the cached generations of every tier (P from ``routing_gen_<p_cache>.json``)."""
-    queries = [Query(**q) for q in json.loads(Path(queries_file).read_text())]
+    queries = [Query(**q) for q in read_queries(queries_file)]
     from benchmarks.routing_generate import load_generations
 
     gens = {t: load_generations(p_cache if t == "p" else t) for t in ("p", "e", "t")}
@@ -221,13 +212,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--p-cache", default="p", help="P's generation cache: routing_gen_<NAME>.json (default p: the "
                     "int8 bundle of T's model; p-student: the distilled student, see routing_generate.py --p-cache)")
-    ap.add_argument("--queries", type=Path, default=RESULTS / "routing_queries.json",
-                    help="the query set (default: the one routing_generate.py last wrote; "
-                    "routing_queries_500.json is the 500-query set of every result before the 1500-query set)")
+    ap.add_argument("--queries", type=Path, default=DATA / "routing_queries.jsonl",
+                    help="the query set (default: the 1500-query set; benchmarks/data/routing_queries_500.jsonl is "
+                    "the 500-query set of every result before it)")
     ap.add_argument("--tag", default="", help="appended to the output names (routing<_P><_TAG>.json ...)")
     args = ap.parse_args()
     if not args.queries.is_file():
-        ap.error(f"--queries {args.queries}: no such file (routing_generate.py writes routing_queries.json)")
+        ap.error(f"--queries {args.queries}: no such file (routing_queries.py writes the query set)")
     global SUFFIX
     SUFFIX = "" if args.p_cache == "p" else "_" + args.p_cache.removeprefix("p-")
     SUFFIX += f"_{args.tag}" if args.tag else ""
@@ -235,7 +226,7 @@ def main() -> int:
     by_id = {r["id"]: r for r in records}
     cal_q, test_q = split([Query(r["id"], r["kind"], r["query"], r["reference"]) for r in records])
     cal, test = [by_id[q.id] for q in cal_q], [by_id[q.id] for q in test_q]
-    atomic_write_text(RESULTS / f"routing_calibration{SUFFIX}.jsonl", "".join(json.dumps(r) + "\n" for r in cal))
+    write_labelled(cal, RESULTS / f"routing_calibration{SUFFIX}.jsonl")
     print(f"{len(records)} queries with all tiers cached: {len(cal)} calibration, {len(test)} test", flush=True)
 
     from pet.models.embed import Embedder
@@ -338,7 +329,7 @@ def main() -> int:
                           "with_expert": int(qs.has_e[m].sum())}
 
     print(f"re-splitting {len(records)} queries {N_SPLITS} times ...", flush=True)
-    out = {"machine": machine(), "models": models, "n_calibration": len(cal), "n_test": len(test),
+    out = {"machine": machine_info(threads=1), "models": models, "n_calibration": len(cal), "n_test": len(test),
            "budget": BUDGET, "budget_confidence": BUDGET_CONFIDENCE,
            "goal": f">= {GOAL_QUALITY:.0%} of always-T quality with <= {BUDGET:.0%} leaving",
            "resplits": resplit_study(records, emb),
@@ -347,9 +338,8 @@ def main() -> int:
            "thresholds": {k: {"p": f.p_threshold, "e": f.e_threshold, "pregen": f.pregen_threshold,
                               "stacked": f.stacked_threshold if f.stacked else None} for k, f in fits.items()},
            "calibration_info": {k: f.info for k, f in fits.items()}, "curves": curves}
-    atomic_write_json(RESULTS / f"routing{SUFFIX}.json", out)
     report(out)
-    plot(out)
+    save_results(RESULTS / f"routing{SUFFIX}", out, plot=lambda path: plot(out, path))
     return 0
 
 
@@ -407,13 +397,9 @@ def report(out: dict) -> None:
             print(f"  {k:<44} {v:.2f} ms")
 
 
-def plot(out: dict) -> None:
+def plot(out: dict, path: Path) -> None:
     """Quality vs cloud share, one curve per router, fixed points as markers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, pts in out["curves"].items():
         xs, ys = zip(*sorted(pts), strict=True)
@@ -428,8 +414,7 @@ def plot(out: dict) -> None:
     ax.set_title(f"routing on {out['n_test']} held-out queries")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(RESULTS / f"routing{SUFFIX}.png", dpi=120)
-    print(f"\nwrote {RESULTS / f'routing{SUFFIX}.json'} and {RESULTS / f'routing{SUFFIX}.png'}")
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,14 @@
 
 Writes ``benchmarks/results/routing_gen_<tier>.json`` ({"model": description, "items": {query id: {text,
 signals}}}) after every batch, so an interrupted run resumes where it stopped. ``benchmarks/routing.py``
-then sweeps thresholds over the cache without generating again. The models:
+then sweeps thresholds over the cache without generating again. The queries are benchmarks/data/routing_queries.jsonl
+(``routing_queries.py`` builds it); answers are stored as ``pet router label`` stores them
+(:func:`pet.router.label.answer_record`). The models:
 
 - T: SmolLM2-135M-Instruct (torch, fp32).
-- E: the registered expert of the domain the DomainClassifier picks (base + LoRA adapter via peft); queries
-  with no domain, or every query when no expert is registered, reuse T's answer (E's base *is* T's model).
+- E: the registered expert of the domain the DomainClassifier picks (base + LoRA adapter, loaded as
+  ``pet router label`` loads it: :func:`pet.router.label.experts_from_config`); queries with no domain, or every
+  query when no expert is registered, reuse T's answer (E's base *is* T's model).
 - P: a device bundle (onnxruntime, pet.personal.runtime.DeviceModel) when one exists under models/bundles/;
   otherwise a stand-in: SmolLM2 with some middle layers removed (torch), which is what a distilled student
   starts from.
@@ -23,15 +26,14 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import DATA, RESULTS  # noqa: E402
 from pet.io import atomic_write_json  # noqa: E402
-from pet.router.queries import build_query_set  # noqa: E402
+from pet.router.label import answer_record, experts_from_config, read_queries  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
+QUERY_SET = DATA / "routing_queries.jsonl"
 REVERSE = False
-QUERY_MIX = dict(n_python=600, n_personal=600, n_general=300, seed=0)
 
 
 PART = ""  # set by --part: a second process writes its own file, merged by load_generations()
@@ -70,11 +72,6 @@ def load_cache(tier: str, model: str) -> dict:
     return {"model": model, "items": {}}
 
 
-def _record(g) -> dict:
-    return {"text": g.text, "signals": g.signals.to_dict(per_token=False),
-            "completion_tokens": g.usage.completion_tokens, "seconds": g.usage.seconds}
-
-
 def _done_elsewhere(tier: str, model_desc: str) -> set[str]:
     """Ids another process (the main file or a part file of the same model) has already answered."""
     ids: set[str] = set()
@@ -96,14 +93,14 @@ def run_batched(tier: str, model_desc: str, generate_batch, queries, batch: int,
     t0, made = time.time(), 0
     while True:
         others = _done_elsewhere(tier, model_desc)
-        todo = [q for q in queries if q.id not in cache["items"] and q.id not in others]
+        todo = [q for q in queries if q["id"] not in cache["items"] and q["id"] not in others]
         if REVERSE:
             todo.reverse()
         if not todo:
             break
         chunk = todo[:batch]
-        for q, g in zip(chunk, generate_batch([q.query for q in chunk]), strict=True):
-            cache["items"][q.id] = g if raw else _record(g)
+        for q, g in zip(chunk, generate_batch([q["query"] for q in chunk]), strict=True):
+            cache["items"][q["id"]] = g if raw else answer_record(g)
         atomic_write_json(gen_path(tier), cache)
         made += len(chunk)
         print(f"[{tier}] {made} generated, {len(todo) - len(chunk)} to go ({time.time() - t0:.0f} s)", flush=True)
@@ -148,6 +145,7 @@ def main() -> int:
     ap.add_argument("--tiers", default="t,p,e", help="which tiers to generate, in order")
     ap.add_argument("--part", default="", help="write a separate part file (to run a second process in parallel)")
     ap.add_argument("--reverse", action="store_true", help="work through the queries from the end")
+    ap.add_argument("--queries", type=Path, default=QUERY_SET, help="the query set (JSON Lines)")
     args = ap.parse_args()
     global PART, REVERSE
     PART, REVERSE = args.part, args.reverse
@@ -159,8 +157,7 @@ def main() -> int:
 
     set_offline()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    queries = build_query_set(**QUERY_MIX)
-    atomic_write_json(RESULTS / "routing_queries.json", [q.to_dict() for q in queries])
+    queries = read_queries(args.queries)
     mnt = args.max_new_tokens
     print(f"{len(queries)} queries, max_new_tokens={mnt}", flush=True)
     for tier in args.tiers.split(","):
@@ -195,47 +192,38 @@ def main() -> int:
     return 0
 
 
-def generate_experts(queries, mnt: int, batch: int) -> None:
+def generate_experts(queries: list[dict], mnt: int, batch: int) -> None:
     """E answers: each query goes to the expert its domain classifier picks; the rest reuse T's answers."""
     from pet.config.loader import load_config
     from pet.expert.registry import ExpertRegistry
-    from pet.models.embed import Embedder
-    from pet.router.domains import DomainClassifier
 
     cfg = load_config(None)
     reg = ExpertRegistry.from_config(cfg)
-    emb = Embedder(threads=1)
-    clf = DomainClassifier.from_registry(reg, emb, floor=cfg.router.domain_similarity_floor)
-    domains = [d for d, _ in clf.classify_batch([q.query for q in queries])]
     names = reg.names()
+    experts = experts_from_config(cfg)
+    domains = experts.domain_of([q["query"] for q in queries]) if experts else [None] * len(queries)
     # Tag each answer with the expert (and its adapter fingerprint) that wrote it, so registering another
     # domain or replacing an adapter regenerates only the answers that change.
     tags = {n: f"{n}@{reg.get(n).fingerprint[:12]}" for n in names}
-    want = {q.id: (tags[d] if d else "t") for q, d in zip(queries, domains, strict=True)}
+    want = {q["id"]: (tags[d] if d else "t") for q, d in zip(queries, domains, strict=True)}
     desc = f"experts over smollm2-135m-instruct mnt={mnt}"
     atomic_write_json(RESULTS / "routing_domains.json",
-                      {"experts": names, "domains": {q.id: d for q, d in zip(queries, domains, strict=True)}})
+                      {"experts": names, "domains": {q["id"]: d for q, d in zip(queries, domains, strict=True)}})
     t_items = load_generations("t")["items"]  # the merged T cache, also in a --part process
     cache = load_cache("e", desc)
     cache["items"] = {k: v for k, v in cache["items"].items() if v.get("expert") == want.get(k)}
     for q, d in zip(queries, domains, strict=True):
-        if d is None and q.id not in cache["items"]:
-            cache["items"][q.id] = dict(t_items[q.id], same_as_t=True, expert="t")
+        if d is None and q["id"] not in cache["items"]:
+            cache["items"][q["id"]] = dict(t_items[q["id"]], same_as_t=True, expert="t")
     atomic_write_json(gen_path("e"), cache)
     for name in sorted({d for d in domains if d}):
-        from peft import PeftModel
-
-        from pet.models.lm import CausalLM
-        from pet.models.prepare import builtin_path
-
-        mine = [q for q, d in zip(queries, domains, strict=True) if d == name and q.id not in cache["items"]]
+        mine = [q for q, d in zip(queries, domains, strict=True) if d == name and q["id"] not in cache["items"]]
         if not mine:
             continue
-        lm = CausalLM.load(builtin_path("smollm2-135m-instruct"), threads=1)
-        lm.model = PeftModel.from_pretrained(lm.model, str(reg.adapter_dir(name))).eval()
+        lm = experts.load(name)
 
         def gen(ps, lm=lm, tag=tags[name]):
-            return [dict(g, expert=tag) for g in map(_record, lm.generate_batch(ps, max_new_tokens=mnt))]
+            return [dict(g, expert=tag) for g in map(answer_record, lm.generate_batch(ps, max_new_tokens=mnt))]
 
         run_batched("e", desc, gen, mine, batch, raw=True)
     print(f"[e] experts: {names or 'none registered'}; {sum(d is not None for d in domains)} queries in a domain")

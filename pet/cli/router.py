@@ -1,11 +1,13 @@
-"""``pet router calibrate``: fit the router's calibrators and thresholds from labelled data.
+"""``pet router label`` makes labelled data from your own queries; ``pet router calibrate`` fits the router's
+calibrators and thresholds from it.
 
+    pet router label --queries my_queries.txt --out labelled.jsonl     # P, E and T answer each query, locally
     pet router calibrate --data LABELLED.jsonl --cloud-budget 0.3 --out router.yaml
     pet router calibrate --data LABELLED.jsonl --target-quality 0.95 --out router.yaml --calibrator logistic
     pet router calibrate --data LABELLED.jsonl --cloud-budget 0.4 --target gain --policy stacked --out router.yaml
 
 Then set ``router.calibration: router.yaml`` in the deployment YAML. The labelled format and how "good
-enough" is labelled are described in :mod:`pet.router.fit` and docs/router.md.
+enough" is labelled are described in :mod:`pet.router.label`, :mod:`pet.router.fit` and docs/router.md.
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``router`` command group."""
     p = sub.add_parser("router", help="fit and inspect the P -> E -> T router")
     rs = p.add_subparsers(dest="router_command", metavar="ACTION", required=True)
+    lab = rs.add_parser("label", help="answer your own queries with P, E and T (locally) into labelled JSONL")
+    lab.add_argument("--queries", required=True,
+                     help="one query per line, or JSONL with 'query' and optional 'reference' (and 'id')")
+    lab.add_argument("--out", required=True, help="labelled JSONL to write (the input of `pet router calibrate`)")
+    lab.add_argument("--config", default=None, help="deployment YAML: P's bundle, T's model, the experts")
+    lab.add_argument("--bundle", default=None, help="device bundle folder for P (default: personal.bundle)")
+    lab.add_argument("--runtime", default=None, choices=["ort", "genai"], help="P's runtime (default ort)")
+    lab.add_argument("--max-new-tokens", type=int, default=None,
+                     help="tokens each tier may write (default: personal.generation.max_new_tokens)")
+    lab.add_argument("--batch", type=int, default=8, help="queries per generation batch")
+    lab.set_defaults(func=_label)
     c = rs.add_parser("calibrate", help="fit calibrators and thresholds from labelled JSONL")
     c.add_argument("--data", required=True, help="labelled JSONL (query, reference, p/e/t answers with signals)")
     goal = c.add_mutually_exclusive_group()
@@ -43,17 +56,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--for-default-p", action="store_true",
                    help="record the default P's recipe in the file (the data must hold answers of that bundle); "
                         "how the shipped router.calibration: default is made")
-    c.add_argument("--config", default=None, help="deployment YAML (with --for-default-p: the models folder)")
+    c.add_argument("--config", default=None,
+                   help="deployment YAML (the embedding model; with --for-default-p: the models folder)")
     c.add_argument("--no-pregen", action="store_true",
                    help="do not fit the embedding models (pregen and stacked; no MiniLM needed)")
     c.set_defaults(func=_calibrate)
 
 
-def _calibrate(args: argparse.Namespace) -> int:
-    import numpy as np
+def _label(args: argparse.Namespace) -> int:
+    from pet.config.loader import load_config
+    from pet.personal.runtime import BundleError
+    from pet.router.label import label_file
 
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise CLIError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.batch < 1:
+        raise CLIError(f"--batch must be >= 1, got {args.batch}")
+    cfg = load_config(args.config)
+    try:
+        records = label_file(args.queries, args.out, cfg, bundle=args.bundle, runtime=args.runtime,
+                             max_new_tokens=args.max_new_tokens, batch=args.batch,
+                             log=lambda m: print(m, flush=True))
+    except (ValueError, BundleError) as err:
+        raise CLIError(str(err)) from None
+    with_ref = sum(bool(r.get("reference")) for r in records)
+    label = "reference" if with_ref == len(records) else "agreement"
+    print(f"labelled {len(records)} queries ({sum('e' in r for r in records)} with an expert answer, {with_ref} "
+          f"with a reference); wrote {args.out}")
+    print(f"next: pet router calibrate --data {args.out} --label {label} --cloud-budget 0.3 --out router.yaml")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from pet.config.loader import load_config
     from pet.router.calibrate import CALIBRATORS
-    from pet.router.fit import fit_router, read_labelled
+    from pet.router.fit import fit_router_file
     from pet.router.policy import POLICIES
 
     if args.calibrator not in CALIBRATORS:
@@ -73,34 +110,16 @@ def _calibrate(args: argparse.Namespace) -> int:
             raise CLIError(f"--budget-confidence must be in (0, 1), got {args.budget_confidence}")
     if args.policy in ("pregen", "stacked") and args.no_pregen:
         raise CLIError(f"--policy {args.policy} needs the query embedding model; drop --no-pregen")
+    cfg = load_config(args.config)
     try:
-        records = read_labelled(args.data)
+        fitted = fit_router_file(args.data, cfg, embed=not args.no_pregen, for_default_p=args.for_default_p,
+                                 log=lambda m: print(m, flush=True), cloud_budget=budget,
+                                 target_quality=args.target_quality, calibrator=args.calibrator, label=args.label,
+                                 margin=args.margin, tau=args.tau, policy=args.policy,
+                                 budget_confidence=args.budget_confidence, target=args.target,
+                                 pregen_l2=1.0 if args.target == "good" else None)
     except ValueError as err:
         raise CLIError(str(err)) from None
-    embeddings = None
-    if not args.no_pregen:
-        if all("embedding" in r for r in records):
-            embeddings = np.array([r["embedding"] for r in records], dtype=np.float64)
-        else:
-            from pet.models.embed import Embedder
-
-            print(f"embedding {len(records)} queries with MiniLM for the pregen and stacked models ...", flush=True)
-            embeddings = Embedder(threads=1).encode([r["query"] for r in records])
-    try:
-        fitted = fit_router(records, cloud_budget=budget, target_quality=args.target_quality,
-                            calibrator=args.calibrator, label=args.label, margin=args.margin, tau=args.tau,
-                            embeddings=embeddings, policy=args.policy, budget_confidence=args.budget_confidence,
-                            target=args.target, pregen_l2=1.0 if args.target == "good" else None)
-    except ValueError as err:
-        raise CLIError(str(err)) from None
-    if args.for_default_p:
-        from pet.config.loader import load_config
-        from pet.personal.bundle.default import default_bundle_recipe
-
-        try:
-            fitted.p_bundle = default_bundle_recipe(load_config(args.config))
-        except FileNotFoundError as err:
-            raise CLIError(str(err)) from None
     out = fitted.save(args.out)
     info = fitted.info
     print(f"fitted on {info['records']} records ({info['records_with_expert']} with an expert answer); "

@@ -1,11 +1,7 @@
 """Fit a router from labelled data: labels, calibrators, thresholds for a cloud budget or a quality target.
 
-Labelled data is JSON Lines, one query per line::
-
-    {"id": "...", "query": "...", "reference": "..." (optional), "domain": "python" | null (optional),
-     "p": {"text": "...", "signals": {"mean_logprob": .., "min_token_prob": .., "mean_entropy": ..}},
-     "e": {...} (optional: the expert's answer when the query has a domain), "t": {...},
-     "embedding": [384 floats] (optional; computed with MiniLM when the pregen model is fitted)}
+Labelled data is the JSON Lines file of :mod:`pet.router.label` (one query a line: P's, T's and optionally the
+expert's answer with their confidence signals; ``pet router label`` makes one from your own queries).
 
 How "good enough" is labelled (``label`` argument):
 
@@ -19,7 +15,7 @@ Scorers on the query embedding (when ``embeddings`` are given): ``pregen`` (embe
 runs) and ``stacked`` (embedding plus P's three confidence features, decides after P ran). ``target``
 chooses what they learn: ``good`` -- logistic regression on the good-enough label above; ``gain`` -- ridge
 regression on the quality the cloud would add, ``q_cloud - q_p`` (:func:`cloud_quality` with the fitted E
-threshold), mapped to a score by :func:`pet.router.policy.link`. Their L2 penalty is chosen by
+threshold), mapped to a score by :func:`pet.router.scorers.link`. Their L2 penalty is chosen by
 ``CV_FOLDS``-fold cross-validation on the calibration records over ``L2_GRID`` (criterion: :func:`routed_gain`
 of the out-of-fold scores up to the budget share), unless given; their thresholds are then picked on the
 out-of-fold scores, which behave like scores of new queries (in-sample scores of a 387-weight model fitted
@@ -36,50 +32,23 @@ to T).
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pet.router.calibrate import GeomeanCalibrator, features_of, fit_logistic, fit_ridge, make_calibrator
+from pet.router.calibrate import Calibrator, GeomeanCalibrator, features_of, fit_logistic, fit_ridge, make_calibrator
+from pet.router.label import query_embeddings, read_labelled
 from pet.router.metrics import rouge_l
-from pet.router.policy import TARGETS, EmbeddingScorer, RouterFile, StackedScorer, link
+from pet.router.policy import RouterFile
+from pet.router.scorers import TARGETS, EmbeddingScorer, StackedScorer, link
 
 LABELS = ("reference", "agreement")
 L2_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)  # candidate L2 penalties for the embedding / stacked scorers
 CV_FOLDS = 5
-
-
-def read_labelled(path: str | Path) -> list[dict[str, Any]]:
-    """Read and check a labelled JSONL file; errors name the line and the missing key."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"labelled data {p} does not exist")
-    out = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{p}:{n}: not JSON: {err.msg}") from None
-        for tier in ("p", "t"):
-            if not isinstance(rec.get(tier), dict) or "text" not in rec[tier] or "signals" not in rec[tier]:
-                raise ValueError(f"{p}:{n}: needs '{tier}': {{'text': ..., 'signals': {{...}}}}")
-            try:
-                features_of(rec[tier]["signals"])
-            except ValueError as err:
-                raise ValueError(f"{p}:{n}: {tier}.signals: {err}") from None
-        if rec.get("e") is not None and ("text" not in rec["e"] or "signals" not in rec["e"]):
-            raise ValueError(f"{p}:{n}: 'e' must have 'text' and 'signals'")
-        out.append(rec)
-    if len(out) < 4:
-        raise ValueError(f"{p}: {len(out)} labelled records; at least 4 are needed to fit a router")
-    return out
 
 
 @dataclass
@@ -198,6 +167,16 @@ def sweep(scores: np.ndarray, q_device: np.ndarray, q_cloud: np.ndarray) -> list
     return out
 
 
+def oracle_at_budget(q_p: np.ndarray, q_cloud: np.ndarray, budget: float) -> tuple[float, float]:
+    """(share, quality) of the best any router can do with at most ``budget`` of the queries leaving: escalate the
+    queries with the largest positive gain ``q_cloud - q_p`` first. An upper bound for every policy's curve."""
+    gain = q_cloud - q_p
+    k = int(np.floor(budget * len(gain) + 1e-9))
+    top = np.argsort(-gain, kind="stable")[:k]
+    top = top[gain[top] > 0]
+    return float(len(top) / len(gain)), float((q_p.sum() + gain[top].sum()) / len(gain))
+
+
 def threshold_for_quality(scores: np.ndarray, q_device: np.ndarray, q_cloud: np.ndarray, target: float) -> float:
     """Smallest-share threshold whose mean quality reaches ``target`` (absolute); the all-cloud one if none does."""
     best = None
@@ -276,11 +255,62 @@ def fit_linear_cv(x: np.ndarray, y: np.ndarray, target: str, gain: np.ndarray, m
 # The whole fit
 
 
-def _fit_tier(kind: str, x: np.ndarray, y: np.ndarray):
+def _fit_tier(kind: str, x: np.ndarray, y: np.ndarray) -> Calibrator:
     if len(np.unique(y)) < 2:
         # One class only: nothing to separate; a constant isotonic fit keeps "always/never good" honest.
         return make_calibrator("isotonic").fit(x, y) if kind == "isotonic" else GeomeanCalibrator()
     return make_calibrator(kind).fit(x, y)
+
+
+def _fit_calibrators(kind: str, xp: np.ndarray, xe: np.ndarray, qs: Qualities) -> tuple[Calibrator, Calibrator]:
+    """P's calibrator on every record; E's on the records an expert answered (geomean when fewer than 4)."""
+    cal_e = (_fit_tier(kind, xe[qs.has_e], qs.good_e[qs.has_e].astype(float))
+             if qs.has_e.sum() >= 4 else GeomeanCalibrator())
+    return _fit_tier(kind, xp, qs.good_p.astype(float)), cal_e
+
+
+def _threshold_rule(qs: Qualities, q_cloud: np.ndarray, cloud_budget: float | None,
+                    budget_confidence: float | None, target_quality: float | None) -> Callable[[np.ndarray], float]:
+    """Scores -> threshold: the largest within the cloud budget, or the smallest share reaching the quality target."""
+    if cloud_budget is not None:
+        return lambda scores: threshold_for_budget(scores, cloud_budget, budget_confidence)
+    target_abs = target_quality * float(qs.q_t.mean())
+    return lambda scores: threshold_for_quality(scores, qs.q_p, q_cloud, target_abs)
+
+
+@dataclass
+class _EmbeddingScorers:
+    """The fitted pregen (and stacked) scorers, the scores their thresholds were picked on, the CV tables."""
+
+    pregen: EmbeddingScorer
+    scored: dict[str, np.ndarray]
+    cv_info: dict[str, Any]
+    stacked: StackedScorer | None = None
+
+
+def _fit_embedding_scorers(emb: np.ndarray, xp: np.ndarray, qs: Qualities, q_cloud: np.ndarray, target: str,
+                           max_share: float, pregen_l2: float | None, stacked_l2: float | None,
+                           fit_stacked: bool) -> _EmbeddingScorers:
+    """The pregen scorer on the embedding and (``fit_stacked``) the stacked one on [embedding, P's features]."""
+    gain = q_cloud - qs.q_p
+    y = qs.good_p.astype(float) if target == "good" else gain
+    if target == "good" and pregen_l2 is not None:  # the original pregen fit: fixed L2, in-sample scores
+        pregen = EmbeddingScorer(*fit_logistic(emb, y, l2=pregen_l2))
+        out = _EmbeddingScorers(pregen, {"pregen": np.array([pregen(v) for v in emb])}, {})
+    else:
+        lf = fit_linear_cv(emb, y, target, gain, max_share, pregen_l2)
+        out = _EmbeddingScorers(EmbeddingScorer(lf.w, lf.b, target), {"pregen": lf.oof},
+                                {"pregen": {"l2": lf.l2, "routed_gain_by_l2": lf.cv}})
+    if fit_stacked:
+        # Signals standardised; the unit-norm MiniLM embedding is used as it is (mean 0, scale 1).
+        d = emb.shape[1]
+        mean = np.concatenate([np.zeros(d), xp.mean(0)])
+        sd = xp.std(0)
+        scale = np.concatenate([np.ones(d), np.where(sd > 1e-9, sd, 1.0)])
+        lf = fit_linear_cv((np.hstack([emb, xp]) - mean) / scale, y, target, gain, max_share, stacked_l2)
+        out.stacked, out.scored["stacked"] = StackedScorer(lf.w, lf.b, mean, scale, target), lf.oof
+        out.cv_info["stacked"] = {"l2": lf.l2, "routed_gain_by_l2": lf.cv}
+    return out
 
 
 def fit_router(records: Sequence[dict[str, Any]], cloud_budget: float | None = 0.3,
@@ -303,68 +333,51 @@ def fit_router(records: Sequence[dict[str, Any]], cloud_budget: float | None = 0
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     qs = qualities(records, label, margin, tau)
     xp, xe = feature_matrix(records, "p"), feature_matrix(records, "e")
-    cal_p = _fit_tier(calibrator, xp, qs.good_p.astype(float))
-    cal_e = (_fit_tier(calibrator, xe[qs.has_e], qs.good_e[qs.has_e].astype(float))
-             if qs.has_e.sum() >= 4 else GeomeanCalibrator())
+    cal_p, cal_e = _fit_calibrators(calibrator, xp, xe, qs)
     s_p, s_e = cal_p.predict(xp), cal_e.predict(xe)
     e_thr = best_e_threshold(s_e, qs)
     q_cloud = cloud_quality(s_e, qs, e_thr)
-    target_abs = None if target_quality is None else target_quality * float(qs.q_t.mean())
-
-    def pick(scores: np.ndarray) -> float:
-        if cloud_budget is not None:
-            return threshold_for_budget(scores, cloud_budget, budget_confidence)
-        return threshold_for_quality(scores, qs.q_p, q_cloud, target_abs)
-
-    p_thr = pick(s_p)
-    pregen, pregen_thr, stacked, stacked_thr = None, 0.5, None, 0.5
-    scored: dict[str, np.ndarray] = {}  # scores the pregen / stacked thresholds were picked on
-    cv_info: dict[str, Any] = {}
-    if embeddings is not None:
-        emb = np.asarray(embeddings, dtype=np.float64)
-        if emb.ndim != 2 or emb.shape[0] != len(records):
-            raise ValueError(f"{emb.shape[0]} embeddings for {len(records)} records")
-        gain = q_cloud - qs.q_p
-        y = qs.good_p.astype(float) if target == "good" else gain
-        max_share = 1.0 if cloud_budget is None else cloud_budget
-        if target == "good" and pregen_l2 is not None:  # the original pregen fit: fixed L2, in-sample scores
-            w, b = fit_logistic(emb, y, l2=pregen_l2)
-            pregen = EmbeddingScorer(w, b)
-            scored["pregen"] = np.array([pregen(v) for v in emb])
-        else:
-            lf = fit_linear_cv(emb, y, target, gain, max_share, pregen_l2)
-            pregen, scored["pregen"] = EmbeddingScorer(lf.w, lf.b, target), lf.oof
-            cv_info["pregen"] = {"l2": lf.l2, "routed_gain_by_l2": lf.cv}
-        pregen_thr = pick(scored["pregen"])
-        if fit_stacked:
-            # Signals standardised; the unit-norm MiniLM embedding is used as it is (mean 0, scale 1).
-            x = np.hstack([emb, xp])
-            d = emb.shape[1]
-            mean = np.concatenate([np.zeros(d), xp.mean(0)])
-            sd = xp.std(0)
-            scale = np.concatenate([np.ones(d), np.where(sd > 1e-9, sd, 1.0)])
-            lf = fit_linear_cv((x - mean) / scale, y, target, gain, max_share, stacked_l2)
-            stacked, scored["stacked"] = StackedScorer(lf.w, lf.b, mean, scale, target), lf.oof
-            cv_info["stacked"] = {"l2": lf.l2, "routed_gain_by_l2": lf.cv}
-            stacked_thr = pick(scored["stacked"])
-    p_thr, pregen_thr, stacked_thr = (float(np.clip(t, 0.0, 1.0)) for t in (p_thr, pregen_thr, stacked_thr))
-
-    def summary(scores: np.ndarray, thr: float) -> dict[str, float]:
-        cloud = scores < thr
-        return {"cloud_share": float(cloud.mean()), "quality": float(np.where(cloud, q_cloud, qs.q_p).mean())}
-
+    pick = _threshold_rule(qs, q_cloud, cloud_budget, budget_confidence, target_quality)
+    out = RouterFile(cal_p, cal_e, float(np.clip(pick(s_p), 0.0, 1.0)), e_thr, policy=policy)
     info = {
         "records": len(records), "label": label, "margin": margin, "tau": tau, "calibrator": calibrator,
         "cloud_budget": cloud_budget, "budget_confidence": budget_confidence, "target_quality": target_quality,
         "good_p_rate": float(qs.good_p.mean()), "good_e_rate": float(qs.good_e[qs.has_e].mean()) if qs.has_e.any()
         else None, "records_with_expert": int(qs.has_e.sum()),
         "quality_always": {"p": float(qs.q_p.mean()), "e": float(qs.q_e.mean()), "t": float(qs.q_t.mean())},
-        "cascade_on_calibration": summary(s_p, p_thr),
     }
+
+    def summary(scores: np.ndarray, thr: float) -> dict[str, float]:
+        cloud = scores < thr
+        return {"cloud_share": float(cloud.mean()), "quality": float(np.where(cloud, q_cloud, qs.q_p).mean())}
+
+    info["cascade_on_calibration"] = summary(s_p, out.p_threshold)
     if embeddings is not None:
-        info["target"] = target
-        info["cross_validation"] = cv_info
-        info["pregen_on_calibration"] = summary(scored["pregen"], pregen_thr)
-    if stacked is not None:
-        info["stacked_on_calibration"] = summary(scored["stacked"], stacked_thr)
-    return RouterFile(cal_p, cal_e, p_thr, e_thr, pregen, pregen_thr, policy, info, stacked, stacked_thr)
+        emb = np.asarray(embeddings, dtype=np.float64)
+        if emb.ndim != 2 or emb.shape[0] != len(records):
+            raise ValueError(f"{emb.shape[0]} embeddings for {len(records)} records")
+        fit = _fit_embedding_scorers(emb, xp, qs, q_cloud, target, 1.0 if cloud_budget is None else cloud_budget,
+                                     pregen_l2, stacked_l2, fit_stacked)
+        out.pregen, out.stacked = fit.pregen, fit.stacked
+        out.pregen_threshold = float(np.clip(pick(fit.scored["pregen"]), 0.0, 1.0))
+        info.update(target=target, cross_validation=fit.cv_info,
+                    pregen_on_calibration=summary(fit.scored["pregen"], out.pregen_threshold))
+        if fit.stacked is not None:
+            out.stacked_threshold = float(np.clip(pick(fit.scored["stacked"]), 0.0, 1.0))
+            info["stacked_on_calibration"] = summary(fit.scored["stacked"], out.stacked_threshold)
+    out.info = info
+    return out
+
+
+def fit_router_file(data: str | Path, cfg: Any, embed: bool = True, for_default_p: bool = False,
+                    log: Callable[[str], None] = print, **options: Any) -> RouterFile:
+    """``pet router calibrate``: read the labelled file, embed its queries for the pregen and stacked scorers
+    (unless ``embed`` is False), :func:`fit_router` with ``options``, and with ``for_default_p`` record the default
+    P's recipe (the data must hold answers of that bundle)."""
+    records = read_labelled(data)
+    fitted = fit_router(records, embeddings=query_embeddings(records, cfg, log) if embed else None, **options)
+    if for_default_p:
+        from pet.personal.bundle.default import default_bundle_recipe
+
+        fitted.p_bundle = default_bundle_recipe(cfg)
+    return fitted

@@ -9,7 +9,8 @@ import pytest
 
 from pet.router.calibrate import fit_ridge
 from pet.router.fit import fit_router, routed_gain
-from pet.router.policy import Action, EmbeddingScorer, RouterFile, RouteState, StackedScorer, make_policy
+from pet.router.policy import Action, RouterFile, RouteState, make_policy
+from pet.router.scorers import EmbeddingScorer, StackedScorer
 from tests.unit.test_router import sig, synthetic_records
 
 

@@ -1,10 +1,10 @@
-"""The routing benchmark's budget-limited oracle: an upper bound that no router can beat."""
+"""The budget-limited oracle of pet.router.fit: an upper bound that no router can beat."""
 
 import itertools
 
 import numpy as np
 
-from benchmarks.routing import oracle_at_budget
+from pet.router.fit import oracle_at_budget
 
 
 def test_oracle_escalates_largest_gains_within_budget():
