@@ -108,11 +108,11 @@ class Dispatcher:
     def _build_classifier(self) -> Any:
         import torch
 
-        from pet.models.embed import Embedder
+        from pet.models.embed import embedder_from_config
         from pet.router.domains import DomainClassifier
 
         torch.set_num_threads(self.cfg.traditional.torch_threads)
-        return DomainClassifier.from_registry(self.registry(), Embedder(threads=1),
+        return DomainClassifier.from_registry(self.registry(), embedder_from_config(self.cfg),
                                               floor=self.cfg.router.domain_similarity_floor)
 
     async def choose_domain(self, req: GenerateRequest) -> DomainChoice:
