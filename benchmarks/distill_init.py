@@ -24,10 +24,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pet.config.schema.personal import DistillConfig  # noqa: E402
 from pet.io import atomic_write_json  # noqa: E402
 from pet.machine import machine_info  # noqa: E402
 from pet.personal.distill.student import LAYER_SELECTIONS  # noqa: E402
-from pet.personal.distill.train import PRECISIONS, DistillSettings, distill, native_bf16  # noqa: E402
+from pet.personal.distill.train import PRECISIONS, distill, native_bf16  # noqa: E402
 
 VARIANTS = (("even", "fp32"), ("even", "bf16"), ("block", "fp32"), ("block", "bf16"))
 
@@ -57,8 +58,8 @@ def main() -> int:
             out.mkdir()
             if gen_cache is not None:
                 shutil.copy2(gen_cache, out / "teacher_generations.json")
-            s = DistillSettings(student_layers=args.layers, steps=args.steps, threads=args.threads,
-                                layer_selection=init, precision=precision, checkpoint_every=10 ** 9)
+            s = DistillConfig(student_layers=args.layers, steps=args.steps, threads=args.threads,
+                              layer_selection=init, precision=precision, checkpoint_every=10 ** 9)
             t0 = time.perf_counter()
             r = distill("t", out, s, log=lambda m: print(f"  {m}", flush=True), progress=False)
             gen_cache = out / "teacher_generations.json"

@@ -194,10 +194,11 @@ def main() -> int:
     from pet.config.loader import load_config
     from pet.models.embed import Embedder
     from pet.models.lm import CausalLM
+    from pet.models.lora import load_base
     from pet.paths import resolve_model
     from pet.personal.personalize.augment import augment_local
     from pet.personal.personalize.evaluate import evaluate
-    from pet.personal.personalize.lora import load_base, tokenize_examples, train_lora
+    from pet.personal.personalize.lora import tokenize_examples, train_lora
 
     cfg = load_config()
     pcfg = cfg.personalization

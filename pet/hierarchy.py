@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pet.config.schema import DeploymentOptions, PetConfig
+from pet.config.schema import PetConfig
+from pet.config.schema.serve import DeploymentOptions
 from pet.paths import layout, models_dir, resolve_model, state_dir
 from pet.personal.bundle.default import (
     DEFAULT,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from pet.cli import CLIError
 
@@ -29,39 +30,52 @@ def _group(sub: argparse._SubParsersAction, name: str, help_text: str, dest: str
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``distill``, ``export``, ``device`` and ``bench device``."""
-    from pet.personal.bundle.read import QUANTIZATIONS
-    from pet.personal.distill.student import LAYER_SELECTIONS  # light: torch loads only when a command runs
-    from pet.personal.distill.train import PRECISIONS
-    from pet.personal.runtime import DEFAULT_RUNTIME, RUNTIMES
+    _add_distill(sub)
+    _add_export(sub)
+    _add_ask(sub)
+    _add_bench(sub)
 
+
+def _add_distill(sub: argparse._SubParsersAction) -> None:
+    from pet.config.schema.personal import DistillConfig  # light: torch loads only when a command runs
+    from pet.personal.distill.student import LAYER_SELECTIONS
+    from pet.personal.distill.train import PRECISIONS
+
+    dflt = DistillConfig()
     d = sub.add_parser("distill", help="distil a smaller personal (P) student from T or an expert")
     d.add_argument("--teacher", default="t", help="t, expert:NAME, or a model folder (default: t)")
-    d.add_argument("--student-layers", type=int, default=10, help="decoder layers the student keeps (default 10)")
-    d.add_argument("--steps", type=int, default=150, help="training steps (default 150)")
-    d.add_argument("--batch-size", type=int, default=4)
-    d.add_argument("--seq-len", type=int, default=128)
-    d.add_argument("--lr", type=float, default=3e-4)
-    d.add_argument("--temperature", type=float, default=2.0, help="distillation temperature")
-    d.add_argument("--alpha", type=float, default=0.8, help="weight of the KL term (1-alpha on cross-entropy)")
-    d.add_argument("--teacher-samples", type=int, default=48, help="teacher-generated answers in the mix")
-    d.add_argument("--eval-texts", type=int, default=24, help="held-out texts for perplexity")
+    d.add_argument("--student-layers", type=int, default=dflt.student_layers,
+                   help=f"decoder layers the student keeps (default {dflt.student_layers})")
+    d.add_argument("--steps", type=int, default=dflt.steps, help=f"training steps (default {dflt.steps})")
+    d.add_argument("--batch-size", type=int, default=dflt.batch_size)
+    d.add_argument("--seq-len", type=int, default=dflt.seq_len)
+    d.add_argument("--lr", type=float, default=dflt.lr)
+    d.add_argument("--temperature", type=float, default=dflt.temperature, help="distillation temperature")
+    d.add_argument("--alpha", type=float, default=dflt.alpha, help="weight of the KL term (1-alpha on cross-entropy)")
+    d.add_argument("--teacher-samples", type=int, default=dflt.teacher_samples,
+                   help="teacher-generated answers in the mix")
+    d.add_argument("--eval-texts", type=int, default=dflt.eval_texts, help="held-out texts for perplexity")
     d.add_argument("--domain-teacher", default=None, metavar="NAME=DATA",
                    help="a registered expert and the data file it was registered with: that share of windows "
                         "comes from DATA and the expert scores them (P distilled from T and E)")
     d.add_argument("--domain-share", type=float, default=0.3,
                    help="share of windows from the domain teacher's data (default 0.3; with --domain-teacher)")
-    d.add_argument("--init", choices=LAYER_SELECTIONS, default="even",
+    d.add_argument("--init", choices=LAYER_SELECTIONS, default=dflt.layer_selection,
                    help="which teacher layers the student starts from: evenly spaced (default) or all but the "
                         "contiguous block that changes the hidden states least (better for 20 of 30 layers; worse "
                         "answers for 10, see docs/device.md)")
-    d.add_argument("--precision", choices=PRECISIONS, default="fp32",
+    d.add_argument("--precision", choices=PRECISIONS, default=dflt.precision,
                    help="forward passes in fp32 (default) or bf16 autocast (faster on CPUs with AVX512-BF16/AMX; "
                         "weights and optimizer stay fp32)")
-    d.add_argument("--threads", type=int, default=2, help="torch threads while training")
+    d.add_argument("--threads", type=int, default=dflt.threads, help="torch threads while training")
     d.add_argument("--max-minutes", type=float, default=None, help="stop after this long (rerun to continue)")
     d.add_argument("--config", default=None, help="config YAML (for the teacher's model names and registry)")
     d.add_argument("--out", required=True, help="output folder (resumes if it holds a checkpoint)")
     d.set_defaults(func=_distill)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    from pet.personal.bundle.read import QUANTIZATIONS
 
     e = sub.add_parser("export", help="export a model folder to a device bundle (ONNX + tokenizer + parity)")
     e.add_argument("--model", required=True, help="Hugging Face model folder (e.g. OUT/model of pet distill)")
@@ -82,6 +96,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="development: leave the bundle unsigned (devices then need --allow-unsigned)")
     e.set_defaults(func=_export)
 
+
+def _add_ask(sub: argparse._SubParsersAction) -> None:
+    from pet.personal.runtime import DEFAULT_RUNTIME, RUNTIMES
+
     dv = _group(sub, "device", "run the personal model on this device (onnxruntime only)", "device_command")
     ask = dv.add_parser("ask", help="stream an answer from a bundle")
     ask.add_argument("prompt")
@@ -99,6 +117,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help=f"ort: pet's loop over onnxruntime; genai: onnxruntime-genai (default {DEFAULT_RUNTIME})")
     ask.set_defaults(func=_ask)
 
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from pet.personal.runtime import DEFAULT_RUNTIME, RUNTIMES
+
     b = _group(sub, "bench", "benchmarks", "bench_command")
     bd = b.add_parser("device", help="device latency: TTFT, decode tok/s, RSS, bandwidth bound")
     bd.add_argument("--bundle", action="append", required=True, help="bundle folder (repeat to compare)")
@@ -115,19 +137,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _distill(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from pet.config.loader import load_config
-    from pet.personal.distill.train import DistillSettings, distill
+    from pet.config.schema.personal import DistillConfig
+    from pet.personal.distill.data import domain_teacher_data
+    from pet.personal.distill.train import distill
 
     cfg = load_config(args.config) if args.config else None
     domain, samples = None, None
-    if args.domain_teacher:
-        domain, samples = _domain_teacher(args.domain_teacher, cfg)
-    s = DistillSettings(student_layers=args.student_layers, steps=args.steps, batch_size=args.batch_size,
-                        seq_len=args.seq_len, lr=args.lr, temperature=args.temperature, alpha=args.alpha,
-                        threads=args.threads, max_minutes=args.max_minutes, teacher_samples=args.teacher_samples,
-                        eval_texts=args.eval_texts, domain_teacher=domain,
-                        domain_share=args.domain_share if domain else 0.0, layer_selection=args.init,
-                        precision=args.precision)
+    try:
+        if args.domain_teacher:
+            domain, samples = domain_teacher_data(args.domain_teacher, cfg)
+        s = DistillConfig(student_layers=args.student_layers, steps=args.steps, batch_size=args.batch_size,
+                          seq_len=args.seq_len, lr=args.lr, temperature=args.temperature, alpha=args.alpha,
+                          threads=args.threads, max_minutes=args.max_minutes, teacher_samples=args.teacher_samples,
+                          eval_texts=args.eval_texts, domain_teacher=domain,
+                          domain_share=args.domain_share if domain else 0.0, layer_selection=args.init,
+                          precision=args.precision)
+    except ValidationError as err:
+        raise CLIError(_flag_errors(err)) from None
+    except ValueError as err:
+        raise CLIError(str(err)) from None
     try:
         r = distill(args.teacher, args.out, s, cfg=cfg, log=lambda m: print(m, flush=True), domain_texts=samples)
     except (KeyError, ValueError, RuntimeError) as err:
@@ -143,28 +174,11 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _domain_teacher(spec: str, cfg: object) -> tuple[str, list]:
-    """``NAME=DATA`` -> (``expert:NAME``, DATA's samples), refusing data the expert was not registered with."""
-    from pet.config.schema import PetConfig
-    from pet.expert.data import DataError, load_domain_data
-    from pet.expert.registry import ExpertRegistry
-
-    name, sep, data = spec.partition("=")
-    if not sep or not name or not data:
-        raise CLIError(f"--domain-teacher must be NAME=DATA (a registered expert and its data file), got {spec!r}")
-    cfg = cfg or PetConfig()
-    reg = ExpertRegistry.from_config(cfg)
-    limits = cfg.expert.data  # read the file as registration did (same chunks, same size cap)
-    try:
-        rec = reg.get(name)
-        dd = load_domain_data(data, max_bytes=limits.max_data_bytes, chunk_chars=limits.chunk_chars)
-    except (KeyError, DataError) as err:
-        raise CLIError(str(err)) from err
-    registered = rec.manifest.get("data_sha256")
-    if registered and registered != dd.sha256:
-        raise CLIError(f"--domain-teacher: {data} is not the data expert {name!r} was registered with "
-                       f"(sha256 {dd.sha256[:12]} != {registered[:12]})")
-    return f"expert:{name}", dd.samples
+def _flag_errors(err: Any) -> str:
+    """A pydantic error on distill settings as flags: ``--domain-share: Input should be less than 1``."""
+    names = {"layer_selection": "init", "student_layers": "student-layers"}
+    return "; ".join(f"--{names.get(str(e['loc'][0]), str(e['loc'][0]).replace('_', '-'))}: {e['msg']}"
+                     for e in err.errors())
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -90,62 +90,25 @@ def _cfg_and_registry(args: argparse.Namespace) -> tuple[Any, Any]:
     return cfg, reg
 
 
-class _LazyEmbedder:
-    """Loads MiniLM on first use, so a register that fails or is interrupted early does not pay for it."""
-
-    def __init__(self, cfg: Any):
-        self.cfg = cfg
-        self._emb: Any = None
-
-    def _get(self) -> Any:
-        if self._emb is None:
-            from pet.config.schema import BUILTIN_EMBEDDERS
-            from pet.models.embed import Embedder
-
-            ref = self.cfg.embedding.model
-            self._emb = Embedder(None if ref in BUILTIN_EMBEDDERS else ref, threads=self.cfg.expert.torch_threads)
-        return self._emb
-
-    @property
-    def dim(self) -> int:
-        return int(self._get().dim)
-
-    def encode(self, texts: Any, batch_size: int = 32) -> Any:
-        return self._get().encode(texts, batch_size)
-
-
 def _register(args: argparse.Namespace) -> int:
     from pet.expert.data import DataError
-    from pet.expert.register import NoImprovementError, RegisterOptions, preflight, register_domain
+    from pet.expert.register import NoImprovementError, RegisterOptions, contributed_samples, register_from_config
     from pet.expert.registry import RegistryError
-    from pet.expert.train import TrainSettings
-    from pet.paths import resolve_model
 
     if args.synthesize < 0:
         raise CLIError("--synthesize must be >= 0")
     cfg, reg = _cfg_and_registry(args)
-    opts = RegisterOptions.from_config(cfg.expert, examples=args.examples, synthesize=args.synthesize,
-                                       replace=args.replace, force=args.force, progress=not args.no_progress)
     try:
-        preflight(reg, args.name, args.data, opts)  # cheap checks first: a bad input loads no model
-    except (DataError, RegistryError) as err:
+        training = cfg.expert.training.updated(steps=args.steps, time_budget_s=args.time_budget)
+    except ValueError as err:
         raise CLIError(str(err)) from None
-    settings = TrainSettings.from_config(cfg.expert.training, threads=args.threads or cfg.expert.torch_threads)
-    if args.steps is not None:
-        settings.steps = args.steps
-    if args.time_budget is not None:
-        settings.time_budget_s = args.time_budget
-    base_dir = args.base or resolve_model(cfg.expert.base_model, cfg.models_dir)
-    base_id = args.base or cfg.expert.base_model
-    t_lm = None
-    if args.synthesize:
-        from pet.models.lm import CausalLM
-
-        t_lm = CausalLM.load(resolve_model(cfg.traditional.model, cfg.models_dir), threads=settings.threads)
-    emb = _LazyEmbedder(cfg)
+    cfg = cfg.model_copy(update={"expert": cfg.expert.model_copy(update={"training": training})})
+    opts = RegisterOptions(examples=args.examples, synthesize=args.synthesize, replace=args.replace,
+                           force=args.force, progress=not args.no_progress)
     log = lambda m: print(f"  {m}", flush=True)  # noqa: E731
     try:
-        res = register_domain(reg, args.name, args.data, base_dir, str(base_id), emb, settings, opts, t_lm, log=log)
+        res = register_from_config(cfg, reg, args.name, args.data, opts, base=args.base, threads=args.threads,
+                                   contributor=args.contributor, log=log)
     except (DataError, RegistryError, NoImprovementError) as err:
         raise CLIError(str(err)) from None
     rep = res.report
@@ -160,16 +123,8 @@ def _register(args: argparse.Namespace) -> int:
         print(f"  synthesis: {res.synth['kept']}/{res.synth['requested']} pairs kept "
               f"({res.synth['generated']} generated, dropped {res.synth['dropped']})")
     if args.contributor:
-        from pet.ledger import Meter
-
-        # Samples of the contributor's own text that trained the adapter (T's synthetic pairs excluded); the
-        # event id names this exact adapter, so re-running the command never credits twice.
-        used = rep.train_samples - int(res.synth.get("kept", 0))
-        ok = Meter.from_config(cfg).credit_contribution(
-            f"expert:{args.name}@{res.record.fingerprint}", args.contributor, max(used, 1),
-            f"expert_training:{args.name}")
-        state = {True: "credited", False: "already credited", None: "NOT credited (ledger unavailable)"}[ok]
-        print(f"  contribution: {max(used, 1)} samples {state} to {args.contributor!r}")
+        state = {True: "credited", False: "already credited", None: "NOT credited (ledger unavailable)"}[res.credited]
+        print(f"  contribution: {contributed_samples(res)} samples {state} to {args.contributor!r}")
     return 0
 
 
@@ -212,8 +167,9 @@ def _show(args: argparse.Namespace) -> int:
     if m:
         print(f"  perplexity    base {m['ppl_base']:.3f} -> expert {m['ppl_expert']:.3f} ({m['ppl_gain']:+.1%})"
               f"{' [forced]' if m.get('forced') else ''}")
+        rank = m["settings"].get("lora_rank", m["settings"].get("rank"))  # starters packed before issue 24: "rank"
         print(f"  training      {m['steps']} steps, {m['train_seconds']:.1f} s, {m['train_tokens']:,} tokens, "
-              f"{m['trainable_params']:,} LoRA parameters (rank {m['settings'].get('rank')})")
+              f"{m['trainable_params']:,} LoRA parameters (rank {rank})")
     synth = rec.manifest.get("synthesis") or {}
     if synth:
         print(f"  synthesis     {synth.get('kept')}/{synth.get('requested')} T pairs kept")

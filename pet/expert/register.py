@@ -1,12 +1,15 @@
 """Register one expert domain end to end: validate, (synthesise), train, evaluate, accept, store.
 
+    result = register_from_config(cfg, registry, "python", "data/python.txt", RegisterOptions(examples=...))
     result = register_domain(registry, "python", "data/python.txt", base_dir, "smollm2-135m-instruct",
-                             embedder, settings)
+                             embedder, cfg.expert, opts)      # the same with models chosen by the caller
 
 Order matters for "bad input loses nothing": the name, the existing-domain check and the data file are
 validated before any model is loaded; training writes to a temporary folder; the registry is touched once,
 at the end, by the atomic :meth:`ExpertRegistry.add`. An adapter whose held-out perplexity is not lower
-than the base's (by ``min_ppl_gain``) is refused with :class:`NoImprovementError` unless ``force``.
+than the base's (by ``expert.training.min_ppl_gain``) is refused with :class:`NoImprovementError` unless
+``force``. Training and data limits come from the ``expert`` config section
+(:class:`pet.config.schema.ExpertConfig`); :class:`RegisterOptions` holds only what one registration asks.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pet.config.schema import PetConfig
+from pet.config.schema.tiers import ExpertConfig
 from pet.expert.data import DomainData, load_domain_data, load_queries, sample_queries, split_heldout
 from pet.expert.registry import DomainExistsError, ExpertRecord, ExpertRegistry, check_name
-from pet.expert.train import TrainReport, TrainSettings, load_base, train_lora
+from pet.expert.train import TrainReport, train_lora
 
 
 class NoImprovementError(RuntimeError):
@@ -33,33 +38,13 @@ class NoImprovementError(RuntimeError):
 
 @dataclass
 class RegisterOptions:
-    """Everything about a registration except the model objects."""
+    """What one registration asks for, beyond the ``expert`` config section."""
 
-    examples: str | Path | None = None
-    synthesize: int = 0
-    replace: bool = False
-    force: bool = False
-    heldout_fraction: float = 0.1
-    max_heldout: int = 32
-    min_ppl_gain: float = 0.0
-    max_data_bytes: int = 20_000_000
-    chunk_chars: int = 1000
-    max_exemplars: int = 64
-    synth_max_new_tokens: int = 160
-    synth_min_similarity: float = 0.3
-    synth_temperature: float = 0.7
-    progress: bool = True
-
-    @classmethod
-    def from_config(cls, expert_cfg: Any, **overrides: Any) -> RegisterOptions:
-        """Defaults from ``ExpertConfig`` (``training`` and ``data`` sections), then ``overrides``."""
-        t, d = expert_cfg.training, expert_cfg.data
-        base = dict(heldout_fraction=t.heldout_fraction, max_heldout=t.max_heldout, min_ppl_gain=t.min_ppl_gain,
-                    max_data_bytes=d.max_data_bytes, chunk_chars=d.chunk_chars, max_exemplars=d.max_exemplars,
-                    synth_max_new_tokens=d.synth_max_new_tokens, synth_min_similarity=d.synth_min_similarity,
-                    synth_temperature=d.synth_temperature)
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**base)
+    examples: str | Path | None = None  # routing example queries (.txt one per line, or .jsonl)
+    synthesize: int = 0  # extra question/answer pairs T writes, seeded by the training split
+    replace: bool = False  # overwrite an existing domain of that name
+    force: bool = False  # register even when the adapter does not improve on the base
+    progress: bool = True  # progress bars (else log lines)
 
 
 @dataclass
@@ -70,82 +55,56 @@ class RegisterResult:
     report: TrainReport
     seconds: float
     synth: dict = field(default_factory=dict)
+    credited: bool | None = None  # contributor credit: True, False (already credited), None (not asked/unavailable)
 
 
-def preflight(registry: ExpertRegistry, name: str, data: str | Path, opts: RegisterOptions
-              ) -> tuple[DomainData, list[str] | None]:
+def preflight(registry: ExpertRegistry, name: str, data: str | Path, opts: RegisterOptions,
+              expert: ExpertConfig | None = None) -> tuple[DomainData, list[str] | None]:
     """Every check that needs no model: name, existing domain, data file, examples file."""
+    limits = (expert or ExpertConfig()).data
     check_name(name)
     if name in registry.names() and not opts.replace:
         raise DomainExistsError(f"expert domain {name!r} already exists; pass --replace to overwrite it")
-    dd = load_domain_data(data, max_bytes=opts.max_data_bytes, chunk_chars=opts.chunk_chars)
+    dd = load_domain_data(data, max_bytes=limits.max_data_bytes, chunk_chars=limits.chunk_chars)
     queries = load_queries(opts.examples) if opts.examples else None
     return dd, queries
 
 
 def register_domain(registry: ExpertRegistry, name: str, data: str | Path, base_dir: str | Path, base_model: str,
-                    embedder: Any, settings: TrainSettings | None = None, opts: RegisterOptions | None = None,
-                    t_lm: Any = None, log: Callable[[str], None] = print) -> RegisterResult:
+                    embedder: Any, expert: ExpertConfig | None = None, opts: RegisterOptions | None = None,
+                    t_lm: Any = None, log: Callable[[str], None] = print,
+                    threads: int | None = None) -> RegisterResult:
     """Validate, optionally synthesise with ``t_lm``, train and evaluate a LoRA adapter, then store it atomically.
 
     ``t_lm`` (a :class:`pet.models.lm.CausalLM`) is needed only when ``opts.synthesize > 0``.
     Raises DataError / InvalidDomainNameError / DomainExistsError before any model work, and
     NoImprovementError after training when the adapter does not help (registry unchanged in every case).
     """
+    from pet.models.lora import load_base
+
     t0 = time.perf_counter()
-    opts = opts or RegisterOptions()
-    settings = settings or TrainSettings()
-    dd, queries = preflight(registry, name, data, opts)
+    opts, expert = opts or RegisterOptions(), expert or ExpertConfig()
+    tcfg = expert.training
+    dd, queries = preflight(registry, name, data, opts, expert)
     log(f"data: {dd.path} ({dd.bytes:,} bytes, {len(dd.samples)} samples, sha256 {dd.sha256[:12]}...)")
 
-    train, held = split_heldout(dd.samples, opts.heldout_fraction, seed=settings.seed, max_heldout=opts.max_heldout)
+    train, held = split_heldout(dd.samples, tcfg.heldout_fraction, seed=tcfg.seed, max_heldout=tcfg.max_heldout)
     synth_stats: dict = {}
     if opts.synthesize > 0:
-        if t_lm is None:
-            raise ValueError("synthesize > 0 needs the T model (t_lm)")
-        from dataclasses import asdict
-
-        from pet.expert.synth import synthesize
-
-        # Seeds come from the training split only, so held-out text never leaks into training via T.
-        pairs, st = synthesize(t_lm, train, opts.synthesize, embedder, seed=settings.seed,
-                               max_new_tokens=opts.synth_max_new_tokens, temperature=opts.synth_temperature,
-                               min_similarity=opts.synth_min_similarity, log=log, progress=opts.progress)
+        pairs, synth_stats = _synthesize(t_lm, train, embedder, expert, opts, log)
         train = train + pairs
-        synth_stats = asdict(st)
 
-    model, tok = load_base(base_dir, settings.threads)
+    model, tok = load_base(base_dir, threads)
     train_texts = [s.item(tok) for s in train]  # pairs: only the response tokens are trained on and scored
     held_texts = [s.item(tok) for s in held]
     with tempfile.TemporaryDirectory(prefix="pet-expert-") as tmp:
-        report = train_lora(base_dir, train_texts, held_texts, Path(tmp) / "adapter", settings, log=log,
+        report = train_lora(base_dir, train_texts, held_texts, Path(tmp) / "adapter", tcfg, log=log,
                             progress=opts.progress, base=(model, tok))
-        gain = report.ppl_gain
-        if gain <= opts.min_ppl_gain and not opts.force:
-            raise NoImprovementError(
-                f"adapter for {name!r} does not improve on the base: held-out perplexity {report.ppl_expert:.3f} "
-                f"vs base {report.ppl_base:.3f} (gain {gain:+.1%}, required > {opts.min_ppl_gain:.1%}); "
-                "nothing registered. Use more or cleaner data, more steps, or --force to register anyway.",
-                report,
-            )
-        if gain <= opts.min_ppl_gain:
-            log(f"warning: registering {name!r} although it does not improve on the base (--force)")
-        # Exemplars: the user's example queries plus snippets of the training data. Both together route
-        # better than either alone (benchmarks/domain_routing.py: "both" vs "examples" vs "data").
-        data_queries = sample_queries(train, opts.max_exemplars, seed=settings.seed)
-        if queries is None:
-            queries, exemplar_source = data_queries, "data"
-        else:
-            given = queries[: opts.max_exemplars]
-            queries = given + [q for q in data_queries if q not in set(given)]
-            exemplar_source = "examples+data"
-        exemplars = embedder.encode(queries) if queries else None
-        if exemplars is None:
-            import numpy as np
-
-            exemplars = np.zeros((0, int(getattr(embedder, "dim", 384))), dtype=np.float32)
+        forced = _accept(name, report, tcfg.min_ppl_gain, opts.force, log)
+        queries, exemplar_source = _exemplar_queries(train, queries, expert.data.max_exemplars, tcfg.seed)
+        exemplars = _embed(embedder, queries)
         metrics = report.metrics()
-        metrics["forced"] = bool(opts.force and gain <= opts.min_ppl_gain)
+        metrics["forced"] = forced
         rec = registry.add(
             name, Path(tmp) / "adapter", exemplars, metrics, base_model, data_sha256=dd.sha256,
             replace=opts.replace,
@@ -153,3 +112,112 @@ def register_domain(registry: ExpertRegistry, name: str, data: str | Path, base_
                    "exemplar_source": exemplar_source, "synthesis": synth_stats},
         )
     return RegisterResult(record=rec, report=report, seconds=time.perf_counter() - t0, synth=synth_stats)
+
+
+def _synthesize(t_lm: Any, train: list[Any], embedder: Any, expert: ExpertConfig, opts: RegisterOptions,
+                log: Callable[[str], None]) -> tuple[list[Any], dict]:
+    """T's question/answer pairs seeded by the training split (held-out text never leaks into training via T)."""
+    from dataclasses import asdict
+
+    from pet.expert.synth import synthesize
+
+    if t_lm is None:
+        raise ValueError("synthesize > 0 needs the T model (t_lm)")
+    d = expert.data
+    pairs, st = synthesize(t_lm, train, opts.synthesize, embedder, seed=expert.training.seed,
+                           max_new_tokens=d.synth_max_new_tokens, temperature=d.synth_temperature,
+                           min_similarity=d.synth_min_similarity, log=log, progress=opts.progress)
+    return pairs, asdict(st)
+
+
+def _accept(name: str, report: TrainReport, min_gain: float, force: bool, log: Callable[[str], None]) -> bool:
+    """Whether the adapter is registered only because of ``force``; NoImprovementError when it may not be."""
+    gain = report.ppl_gain
+    if gain > min_gain:
+        return False
+    if not force:
+        raise NoImprovementError(
+            f"adapter for {name!r} does not improve on the base: held-out perplexity {report.ppl_expert:.3f} "
+            f"vs base {report.ppl_base:.3f} (gain {gain:+.1%}, required > {min_gain:.1%}); "
+            "nothing registered. Use more or cleaner data, more steps, or --force to register anyway.",
+            report,
+        )
+    log(f"warning: registering {name!r} although it does not improve on the base (--force)")
+    return True
+
+
+def _exemplar_queries(train: list[Any], given: list[str] | None, limit: int, seed: int) -> tuple[list[str], str]:
+    """Routing exemplars: the user's example queries plus snippets of the training data, and their source.
+
+    Both together route better than either alone (benchmarks/domain_routing.py: "both" vs "examples" vs "data").
+    """
+    data_queries = sample_queries(train, limit, seed=seed)
+    if given is None:
+        return data_queries, "data"
+    given = given[:limit]
+    return given + [q for q in data_queries if q not in set(given)], "examples+data"
+
+
+def _embed(embedder: Any, queries: list[str]) -> Any:
+    """[n, dim] exemplar vectors ([0, dim] when there are no queries)."""
+    if queries:
+        return embedder.encode(queries)
+    import numpy as np
+
+    return np.zeros((0, int(getattr(embedder, "dim", 384))), dtype=np.float32)
+
+
+class _LazyEmbedder:
+    """The configured embedder, loaded on first use: a registration that fails early does not pay for it."""
+
+    def __init__(self, cfg: PetConfig, threads: int):
+        self.cfg, self.threads = cfg, threads
+        self._emb: Any = None
+
+    def _get(self) -> Any:
+        if self._emb is None:
+            from pet.models.embed import embedder_from_config
+
+            self._emb = embedder_from_config(self.cfg, threads=self.threads)
+        return self._emb
+
+    @property
+    def dim(self) -> int:
+        return int(self._get().dim)
+
+    def encode(self, texts: Any, batch_size: int = 32) -> Any:
+        return self._get().encode(texts, batch_size)
+
+
+def register_from_config(cfg: PetConfig, registry: ExpertRegistry, name: str, data: str | Path,
+                         opts: RegisterOptions | None = None, base: str | None = None, threads: int | None = None,
+                         contributor: str | None = None, log: Callable[[str], None] = print) -> RegisterResult:
+    """What ``pet expert register`` does: the models of ``cfg`` (T only when synthesising, the configured
+    embedder), :func:`register_domain`, then the ledger credit of ``contributor`` for the text it trained on."""
+    from pet.paths import resolve_model
+
+    opts = opts or RegisterOptions()
+    threads = threads or cfg.expert.torch_threads
+    preflight(registry, name, data, opts, cfg.expert)  # cheap checks first: a bad input loads no model
+    base_dir = base or resolve_model(cfg.expert.base_model, cfg.models_dir)
+    t_lm = None
+    if opts.synthesize:
+        from pet.models.lm import CausalLM
+
+        t_lm = CausalLM.load(resolve_model(cfg.traditional.model, cfg.models_dir), threads=threads)
+    res = register_domain(registry, name, data, base_dir, str(base or cfg.expert.base_model),
+                          _LazyEmbedder(cfg, threads), cfg.expert, opts, t_lm, log=log, threads=threads)
+    if contributor:
+        from pet.ledger import Meter
+
+        # Samples of the contributor's own text that trained the adapter (T's synthetic pairs excluded); the
+        # event id names this exact adapter, so re-running the command never credits twice.
+        res.credited = Meter.from_config(cfg).credit_contribution(
+            f"expert:{name}@{res.record.fingerprint}", contributor, contributed_samples(res),
+            f"expert_training:{name}")
+    return res
+
+
+def contributed_samples(res: RegisterResult) -> int:
+    """Samples of the contributor's own text in the training split (at least 1)."""
+    return max(res.report.train_samples - int(res.synth.get("kept", 0)), 1)

@@ -1,16 +1,22 @@
-"""Sentence embeddings with all-MiniLM-L6-v2 (plain ``AutoModel`` + mean pooling, L2-normalised).
+"""Sentence embeddings (plain ``AutoModel`` + mean pooling, L2-normalised; all-MiniLM-L6-v2 by default).
 
-Used for domain routing (expert exemplars), synthetic-data filtering and the pre-generation router.
+    embedder = embedder_from_config(cfg)          # the model named by cfg.embedding.model
+    vectors = embedder.encode(["How do I sort a list?"])
+
+Used for domain routing (expert exemplars and queries), synthetic-data filtering and the embedding router
+policies. Every one of them loads through :func:`load_embedder`, so exemplars stored at registration and the
+queries routed against them are embedded by the same model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pet.paths import set_offline
+from pet.paths import resolve_model, set_offline
 
 
 class Embedder:
@@ -49,3 +55,16 @@ class Embedder:
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.concatenate(out).astype(np.float32)
+
+
+def load_embedder(model: str, models_dir: str | None = None, threads: int | None = 1) -> Embedder:
+    """The embedder a config names: a builtin name (the packaged MiniLM) or a local model folder."""
+    from pet.config.schema.base import BUILTIN_EMBEDDERS
+
+    set_offline()
+    return Embedder(None if model in BUILTIN_EMBEDDERS else resolve_model(model, models_dir), threads=threads)
+
+
+def embedder_from_config(cfg: Any, threads: int | None = 1) -> Embedder:
+    """The embedder of a :class:`~pet.config.schema.PetConfig` (``embedding.model`` under ``models_dir``)."""
+    return load_embedder(cfg.embedding.model, cfg.models_dir, threads)

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from pet.config.schema import GenerationDefaults
+from pet.config.schema.tiers import GenerationDefaults
 
 
 def resolve_payload(payload: dict[str, Any], defaults: GenerationDefaults) -> dict[str, Any]:

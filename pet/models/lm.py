@@ -23,7 +23,6 @@ from typing import Any
 from pet.models.messages import validate_messages
 from pet.models.signals import ConfidenceSignals, Generation, Usage
 from pet.models.tier import TierBackend
-from pet.paths import set_offline
 
 Prompt = str | Sequence[dict[str, str]]
 
@@ -73,19 +72,11 @@ class CausalLM(TierBackend):
 
     @classmethod
     def load(cls, folder: str | Path, threads: int | None = None, name: str | None = None) -> CausalLM:
-        """Load from a local folder only (HF_HUB_OFFLINE is set first)."""
-        set_offline()
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        """Load from a local folder only (HF_HUB_OFFLINE is set first; see :func:`pet.models.lora.load_base`)."""
+        from pet.models.lora import load_base
 
-        folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{folder} is not a model folder (no config.json); run: pet models prepare")
-        if threads:
-            torch.set_num_threads(threads)
-        tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
-        return cls(model, tok, name or folder.name)
+        model, tok = load_base(folder, threads)
+        return cls(model, tok, name or Path(folder).name)
 
     def _eos_ids(self) -> list[int]:
         ids = set()
@@ -212,28 +203,3 @@ class CausalLM(TierBackend):
         lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)[len(ctx) - 1 if ctx else 0:]
         return float(lp.sum()), len(cont)
 
-
-def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = 256, batch_size: int = 8) -> float:
-    """Token-level perplexity of a HF causal LM over ``texts`` (each truncated to ``max_length`` tokens)."""
-    import math
-
-    import torch
-
-    total_nll, total_tokens = 0.0, 0
-    tokenizer.padding_side = "right"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
-    for i in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[i:i + batch_size]), return_tensors="pt", padding=True, truncation=True,
-                        max_length=max_length, add_special_tokens=False)
-        with torch.inference_mode():
-            logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits[:, :-1].float()
-        target = enc["input_ids"][:, 1:]
-        mask = enc["attention_mask"][:, 1:].bool()
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
-        total_nll += float(nll[mask].sum())
-        total_tokens += int(mask.sum())
-    if total_tokens == 0:
-        raise ValueError("no tokens to score")
-    return math.exp(total_nll / total_tokens)

@@ -8,7 +8,7 @@
   budget or a quality target; used by ``pet router calibrate``.
 - :mod:`pet.router.router`: ``Router``, the one object that makes every escalation decision (the device step,
   the expert domain, the E -> T judgement); the device client and the gateway call it.
-- :mod:`pet.router.metrics`: ROUGE-L. :mod:`pet.router.queries`: labelled query sets from offline text.
+- :mod:`pet.router.queries`: labelled query sets from offline text.
 
 Everything here is numpy-only so the device client can import it without torch.
 """

@@ -1,6 +1,6 @@
 """Which expert domain does a query belong to? A MiniLM-embedding classifier over registered exemplars.
 
-    clf = DomainClassifier.from_registry(reg, Embedder(), floor=cfg.router.domain_similarity_floor)
+    clf = DomainClassifier.from_registry(reg, embedder_from_config(cfg), floor=cfg.router.domain_similarity_floor)
     clf.classify("How do I open a file with pathlib?")   # ("python", 0.61)
     clf.classify("Who painted the Mona Lisa?")            # (None, 0.12) -> no expert, use T
 

@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from pet.metrics import rouge_l
 from pet.router.calibrate import Calibrator, GeomeanCalibrator, features_of, fit_logistic, fit_ridge, make_calibrator
 from pet.router.label import query_embeddings, read_labelled
-from pet.router.metrics import rouge_l
 from pet.router.policy import RouterFile
 from pet.router.scorers import TARGETS, EmbeddingScorer, StackedScorer, link
 

@@ -48,9 +48,9 @@ def test_real_int8_bundle(real_bundle, real_lm):
     assert int(ref.argmax()) in np.argsort(-got)[:5]
     assert np.corrcoef(ref, got)[0, 1] > 0.98
     texts = heldout_texts(4)[:4]
-    from pet.models.lm import perplexity
+    from pet.metrics import text_perplexity
 
-    ref = perplexity(real_lm.model, real_lm.tokenizer, texts, max_length=128)
+    ref = text_perplexity(real_lm.model, real_lm.tokenizer, texts, max_length=128)
     assert m.perplexity(texts, max_length=128) / ref < 1.05  # int8 costs at most a few percent
 
 

@@ -48,17 +48,19 @@ def test_jsonl_text_and_pairs(tmp_path, tiny_lm):
     assert "<|im_start|>assistant\na0.<|im_end|>" in rendered
     assert pair.query() == "q0?" and dd.samples[0].render(None) == "note 0"
     # Training/evaluation items: a pair scores only the response after the templated prompt.
-    from pet.expert.train import encode_items, masked_perplexity
+    from pet.expert.train import encode_items
+    from pet.metrics import perplexity
 
     prefix, full = pair.item(tiny_lm.tokenizer)
     assert full == rendered and prefix.endswith("<|im_start|>assistant\n")
     assert dd.samples[0].item(tiny_lm.tokenizer) == "note 0"
-    (ids, skip), (ids_text, skip_text) = encode_items(tiny_lm.tokenizer, [(prefix, full), full], 256)
-    assert ids == ids_text and skip_text == 0
+    (ids, labels), (ids_text, labels_text) = encode_items(tiny_lm.tokenizer, [(prefix, full), full], 256)
+    skip = sum(x == -100 for x in labels)
+    assert ids == ids_text and labels_text == ids_text and labels[skip:] == ids[skip:]
     assert skip == len(tiny_lm.tokenizer(prefix, add_special_tokens=False)["input_ids"]) > 0
     pad = tiny_lm.tokenizer.pad_token_id
-    ppl_resp, n_resp = masked_perplexity(tiny_lm.model, [(ids, skip)], pad)
-    ppl_all, n_all = masked_perplexity(tiny_lm.model, [(ids, 0)], pad)
+    ppl_resp, n_resp = perplexity(tiny_lm.model, [(ids, labels)], pad)
+    ppl_all, n_all = perplexity(tiny_lm.model, [(ids, ids)], pad)
     assert n_resp == len(ids) - skip and n_all == len(ids) - 1 and ppl_resp != ppl_all
 
 

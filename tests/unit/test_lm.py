@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from pet.models.lm import perplexity, render_prompt
+from pet.metrics import text_perplexity
+from pet.models.lm import render_prompt
 from pet.models.signals import ConfidenceSignals, logprobs_and_entropy
 
 
@@ -67,7 +68,7 @@ def test_signals_helpers():
 
 
 def test_perplexity_and_loglikelihood(tiny_lm):
-    ppl = perplexity(tiny_lm.model, tiny_lm.tokenizer, ["hello there friend", "def add(a, b)"])
+    ppl = text_perplexity(tiny_lm.model, tiny_lm.tokenizer, ["hello there friend", "def add(a, b)"])
     assert 1.0 < ppl < 10 * len(tiny_lm.tokenizer)
     total, n = tiny_lm.loglikelihood("The capital of France is", " Paris")
     assert n >= 1 and total < 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pet.config.schema import AugmentFilterConfig, PersonalizationConfig
+from pet.config.schema.personal import AugmentFilterConfig, PersonalizationConfig
 from pet.personal.personalize.augment import (
     AugmentRequestError,
     augment_local,

@@ -8,7 +8,8 @@ import logging
 
 import pytest
 
-from pet.config.schema import AugmentFilterConfig, PersonalizationConfig, PetConfig
+from pet.config.schema import PetConfig
+from pet.config.schema.personal import AugmentFilterConfig, PersonalizationConfig
 from pet.personal.personalize.data import example_messages, load_data_file, select_share
 from pet.personal.personalize.store import PersonalStore, StoreError, StoreKey
 
@@ -75,7 +76,8 @@ def test_example_format_puts_message_last():
 def test_lora_trains_top_layers_and_merges(tiny_lm_dir, cfg, tmp_path):
     import torch
 
-    from pet.personal.personalize.lora import load_base, merge, save_merged, tokenize_examples, train_lora
+    from pet.models.lora import load_base, save_merged
+    from pet.personal.personalize.lora import merge, tokenize_examples, train_lora
 
     pcfg = cfg.personalization.model_copy(update={"steps": 12, "learning_rate": 5e-3})
     model, tok = load_base(tiny_lm_dir)

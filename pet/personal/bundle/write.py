@@ -124,6 +124,80 @@ def _calibration(mode: str, fp32: Path, model_dir: Path, log: Callable[[str], No
     return calibration_feeds(graph, texts, lambda t: tok.encode(t, add_special_tokens=False).ids)
 
 
+def _check_source(model_dir: Path, out_dir: Path, mode: str, replace: bool) -> dict[str, Any]:
+    """The model's config.json, after refusing what cannot make a bundle (before any work)."""
+    if mode not in QUANTIZATIONS:
+        raise ExportError(f"unknown quantisation {mode!r} (choose {', '.join(QUANTIZATIONS)})")
+    cfg = _read_json(model_dir / "config.json")
+    if not cfg:
+        raise FileNotFoundError(f"{model_dir} is not a model folder (no config.json)")
+    if not (model_dir / TOKENIZER_FILE).is_file():
+        raise FileNotFoundError(f"{model_dir} has no {TOKENIZER_FILE} (the device runtime needs a fast tokenizer)")
+    if out_dir.exists() and not replace:
+        raise FileExistsError(f"{out_dir} already exists (use --replace to swap it atomically)")
+    return cfg
+
+
+def _fp32_graph(model_dir: Path, work: Path, exporter: str, from_onnx: str | Path | None,
+                log: Callable[[str], None]) -> tuple[Path, str]:
+    """(fp32 ONNX graph with KV cache, the exporter that made it): exported into ``work``, or ``from_onnx``."""
+    if from_onnx is not None:
+        fp32 = Path(from_onnx)
+        if not fp32.is_file():
+            raise FileNotFoundError(f"{fp32} does not exist")
+        return fp32, exporter if exporter != "auto" else "given"  # the caller says how from_onnx was made
+    from pet.personal.export import llama_graph
+
+    if exporter == "auto":
+        exporter = "pet" if llama_graph.supported(model_dir) else "optimum"
+    log(f"exporting {model_dir.name} to ONNX with KV cache ({exporter})")
+    if exporter == "pet":
+        return llama_graph.build_llama_onnx(model_dir, work / "fp32" / MODEL_FILE), exporter
+    if exporter == "optimum":
+        return export_fp32(model_dir, work / "fp32"), exporter
+    raise ExportError(f"unknown exporter {exporter!r} (choose auto, pet or optimum)")
+
+
+def _write_tokenizer_files(model_dir: Path, tmp: Path, cfg: dict[str, Any], template: str | None,
+                           special: dict[str, str], eos: list[int], share_buffer: bool) -> None:
+    """Tokenizer, chat template and onnxruntime-genai config beside the graph."""
+    shutil.copy2(model_dir / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
+    if template:
+        (tmp / TEMPLATE_FILE).write_text(template, encoding="utf-8")
+    vocab = {t["content"]: t["id"] for t in _read_json(model_dir / TOKENIZER_FILE).get("added_tokens", [])}
+    special_ids = {k: vocab[v] for k, v in special.items() if v in vocab}
+    atomic_write_json(tmp / GENAI_CONFIG_FILE, genai_config(cfg, eos, special_ids, share_buffer=share_buffer),
+                      mode=0o644)
+
+
+def _bundle_meta(model_dir: Path, cfg: dict[str, Any], graph: Path, tier: str, mode: str, exporter: str,
+                 special: dict[str, str], eos: list[int], model_id: str | None) -> dict[str, Any]:
+    """The bundle.json record before hashing, parity and signature."""
+    heads = int(cfg["num_attention_heads"])
+    return {
+        "format": BUNDLE_FORMAT,
+        # pet distill writes OUT/model: name the bundle after OUT then.
+        "model_id": model_id or (model_dir.parent.name if model_dir.name == "model" else model_dir.name),
+        "source": str(model_dir),
+        "tier": tier,
+        "architecture": (cfg.get("architectures") or ["?"])[0],
+        "layers": int(cfg["num_hidden_layers"]),
+        "hidden_size": int(cfg["hidden_size"]),
+        "num_kv_heads": int(cfg.get("num_key_value_heads", heads)),
+        "head_dim": int(cfg.get("head_dim") or cfg["hidden_size"] // heads),
+        "vocab_size": int(cfg["vocab_size"]),
+        "max_context": int(cfg.get("max_position_embeddings", 2048)),
+        "quantization": mode,
+        "exporter": exporter,
+        "opset": model_opset(graph),
+        "eos_token_ids": eos,
+        "special_tokens": special,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "parity": None,
+        "signature": None,
+    }
+
+
 def export_bundle(model_dir: str | Path, out_dir: str | Path, quantize: str = "int8", tier: str = "P",
                   replace: bool = False, model_id: str | None = None, parity: bool = True,
                   from_onnx: str | Path | None = None, parity_texts: list[str] | None = None,
@@ -141,70 +215,17 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, quantize: str = "i
     Raises FileExistsError when ``out_dir`` exists and not ``replace``; ExportError when a step fails.
     """
     mode = quantize
-    if mode not in QUANTIZATIONS:
-        raise ExportError(f"unknown quantisation {mode!r} (choose {', '.join(QUANTIZATIONS)})")
-    model_dir = Path(model_dir).resolve()
-    out_dir = Path(out_dir)
-    cfg = _read_json(model_dir / "config.json")
-    if not cfg:
-        raise FileNotFoundError(f"{model_dir} is not a model folder (no config.json)")
-    if not (model_dir / TOKENIZER_FILE).is_file():
-        raise FileNotFoundError(f"{model_dir} has no {TOKENIZER_FILE} (the device runtime needs a fast tokenizer)")
-    if out_dir.exists() and not replace:
-        raise FileExistsError(f"{out_dir} already exists (use --replace to swap it atomically)")
+    model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir)
+    cfg = _check_source(model_dir, out_dir, mode, replace)
     t0 = time.perf_counter()
     template, special, eos = tokenizer_facts(model_dir)
-    heads = int(cfg["num_attention_heads"])
     with atomic_dir(out_dir, replace=replace) as tmp, tempfile.TemporaryDirectory(prefix=".pet-export-",
                                                                                   dir=out_dir.parent) as work:
-        if from_onnx is None:
-            from pet.personal.export import llama_graph
-
-            if exporter == "auto":
-                exporter = "pet" if llama_graph.supported(model_dir) else "optimum"
-            log(f"exporting {model_dir.name} to ONNX with KV cache ({exporter})")
-            if exporter == "pet":
-                fp32 = llama_graph.build_llama_onnx(model_dir, Path(work) / "fp32" / MODEL_FILE)
-            elif exporter == "optimum":
-                fp32 = export_fp32(model_dir, Path(work) / "fp32")
-            else:
-                raise ExportError(f"unknown exporter {exporter!r} (choose auto, pet or optimum)")
-        else:
-            exporter = exporter if exporter != "auto" else "given"  # the caller says how from_onnx was made
-            fp32 = Path(from_onnx)
-            if not fp32.is_file():
-                raise FileNotFoundError(f"{fp32} does not exist")
+        fp32, exporter = _fp32_graph(model_dir, Path(work), exporter, from_onnx, log)
         log(f"quantisation: {mode}")
         quantize_onnx(fp32, tmp / MODEL_FILE, mode, calibration=_calibration(mode, fp32, model_dir, log), log=log)
-        shutil.copy2(model_dir / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
-        if template:
-            (tmp / TEMPLATE_FILE).write_text(template, encoding="utf-8")
-        vocab = {t["content"]: t["id"] for t in _read_json(model_dir / TOKENIZER_FILE).get("added_tokens", [])}
-        special_ids = {k: vocab[v] for k, v in special.items() if v in vocab}
-        atomic_write_json(tmp / GENAI_CONFIG_FILE,
-                          genai_config(cfg, eos, special_ids, share_buffer=exporter == "pet"), mode=0o644)
-        meta: dict[str, Any] = {
-            "format": BUNDLE_FORMAT,
-            # pet distill writes OUT/model: name the bundle after OUT then.
-            "model_id": model_id or (model_dir.parent.name if model_dir.name == "model" else model_dir.name),
-            "source": str(model_dir),
-            "tier": tier,
-            "architecture": (cfg.get("architectures") or ["?"])[0],
-            "layers": int(cfg["num_hidden_layers"]),
-            "hidden_size": int(cfg["hidden_size"]),
-            "num_kv_heads": int(cfg.get("num_key_value_heads", heads)),
-            "head_dim": int(cfg.get("head_dim") or cfg["hidden_size"] // heads),
-            "vocab_size": int(cfg["vocab_size"]),
-            "max_context": int(cfg.get("max_position_embeddings", 2048)),
-            "quantization": mode,
-            "exporter": exporter,
-            "opset": model_opset(tmp / MODEL_FILE),
-            "eos_token_ids": eos,
-            "special_tokens": special,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "parity": None,
-            "signature": None,
-        }
+        _write_tokenizer_files(model_dir, tmp, cfg, template, special, eos, share_buffer=exporter == "pet")
+        meta = _bundle_meta(model_dir, cfg, tmp / MODEL_FILE, tier, mode, exporter, special, eos, model_id)
         write_manifest(tmp, meta)
         if parity:
             from pet.personal.export.parity import measure_parity
@@ -221,4 +242,3 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, quantize: str = "i
             log(f"signed with bundle-signing key {entry['key_id']}")
     log(f"bundle written to {out_dir} ({time.perf_counter() - t0:.0f} s)")
     return out_dir
-

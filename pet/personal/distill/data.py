@@ -1,5 +1,5 @@
 """Real text for distillation and for held-out perplexity: Python stdlib documentation (pydoc) and
-chitchat-dataset conversations.
+chitchat-dataset conversations; and the data of a domain teacher (:func:`domain_teacher_data`).
 
 Both sources are split deterministically into a training part and a held-out part that never overlap
 (different stdlib modules; different conversations), so held-out perplexity measures generalisation.
@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import pydoc
 import warnings
+from typing import Any
 
 # Stdlib modules with substantial prose docstrings. The held-out ones are never trained on.
 TRAIN_MODULES = (
@@ -108,3 +109,30 @@ PROMPTS = (
     "Name three planets of the solar system.",
     "Summarise the plot of Romeo and Juliet in two sentences.",
 )
+
+
+def domain_teacher_data(spec: str, cfg: Any | None = None) -> tuple[str, list[Any]]:
+    """``NAME=DATA`` -> (``expert:NAME``, DATA's samples), refusing data the expert was not registered with.
+
+    DATA is read as registration read it (same chunks, same size cap), so the windows are the expert's own.
+    Raises ValueError naming the problem.
+    """
+    from pet.config.schema import PetConfig
+    from pet.expert.data import DataError, load_domain_data
+    from pet.expert.registry import ExpertRegistry
+
+    name, sep, data = spec.partition("=")
+    if not sep or not name or not data:
+        raise ValueError(f"--domain-teacher must be NAME=DATA (a registered expert and its data file), got {spec!r}")
+    cfg = cfg or PetConfig()
+    limits = cfg.expert.data
+    try:
+        rec = ExpertRegistry.from_config(cfg).get(name)
+        dd = load_domain_data(data, max_bytes=limits.max_data_bytes, chunk_chars=limits.chunk_chars)
+    except (KeyError, DataError) as err:
+        raise ValueError(str(err)) from err
+    registered = rec.manifest.get("data_sha256")
+    if registered and registered != dd.sha256:
+        raise ValueError(f"--domain-teacher: {data} is not the data expert {name!r} was registered with "
+                         f"(sha256 {dd.sha256[:12]} != {registered[:12]})")
+    return f"expert:{name}", dd.samples

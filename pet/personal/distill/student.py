@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pet.paths import resolve_model, set_offline
+from pet.paths import resolve_model
 
 
 def layer_map(teacher_layers: int, k: int) -> list[int]:
@@ -83,15 +83,10 @@ def load_teacher(ref: str, cfg: Any | None = None, threads: int | None = None) -
 
     Returns (model in eval mode without gradients, tokenizer, source folder whose tokenizer files the student copies).
     """
-    set_offline()
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from pet.config.schema import PetConfig
+    from pet.models.lora import load_base
 
     cfg = cfg or PetConfig()
-    if threads:
-        torch.set_num_threads(threads)
     adapter: Path | None = None
     if ref == "t":
         folder = resolve_model(cfg.traditional.model, cfg.models_dir)
@@ -106,16 +101,13 @@ def load_teacher(ref: str, cfg: Any | None = None, threads: int | None = None) -
         folder = Path(ref)
     if not (Path(folder) / "config.json").is_file():
         raise FileNotFoundError(f"teacher {ref!r}: {folder} is not a model folder (run: pet models prepare)")
-    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+    model, tok = load_base(folder, threads)
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     for p in model.parameters():  # a teacher only ever scores
         p.requires_grad_(False)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
     return model.eval(), tok, str(folder)
 
 

@@ -1,10 +1,10 @@
 """Logit distillation of a K-layer student (``pet distill``).
 
-    report = distill("t", "models/students/p10", DistillSettings(student_layers=10, steps=150))
+    report = distill("t", "models/students/p10", DistillConfig(student_layers=10, steps=150))
 
 Loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, next token), on random windows of
 a token stream mixing real text (stdlib docs, chitchat conversations) with answers the teacher generated
-to chat prompts. With a domain teacher (``domain_texts`` + ``DistillSettings.domain_teacher``), a share of the
+to chat prompts. With a domain teacher (``domain_texts`` + ``DistillConfig.domain_teacher``), a share of the
 windows comes from a registered expert's own data instead, and the expert (base + merged adapter) supplies
 their target logits: P is distilled from T and E, so the expert's domain knowledge reaches the device.
 
@@ -12,6 +12,9 @@ Checkpoints (student weights, optimizer, step, RNG) are written atomically every
 ``checkpoint_every`` steps; running again with the same ``--out`` resumes. The finished student is a plain
 Hugging Face folder ``OUT/model`` that ``pet export`` turns into a device bundle; ``OUT/report.json`` holds
 held-out perplexity of teacher / truncated init / distilled student, sizes and speeds.
+
+The run in steps: :func:`_start_or_resume` (student and state), :func:`_window_streams` (the token streams),
+:func:`_train` (the loop, checkpoints), :func:`_save_student` and :func:`_report`.
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from pet.config.schema.personal import DistillConfig
 from pet.io import atomic_dir, atomic_write_json
-from pet.personal.distill.student import LAYER_SELECTIONS
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS: tuple[str, ...] = get_args(DistillConfig.model_fields["precision"].annotation)
+Log = Callable[[str], None]
 
 
 def native_bf16() -> bool:
@@ -46,35 +50,7 @@ def _autocast(precision: str) -> Any:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-@dataclass
-class DistillSettings:
-    """Knobs of one distillation run (defaults: a clear win over the truncated init in ~15 min on 2 cores)."""
-
-    student_layers: int = 10
-    steps: int = 150
-    batch_size: int = 4
-    seq_len: int = 128
-    lr: float = 3e-4
-    warmup: int = 10
-    temperature: float = 2.0
-    alpha: float = 0.8
-    teacher_samples: int = 48
-    teacher_new_tokens: int = 64
-    teacher_share: float = 0.25
-    checkpoint_every: int = 25
-    eval_texts: int = 24
-    seed: int = 0
-    threads: int = 2
-    max_minutes: float | None = None  # stop training (with a checkpoint) after this long; a rerun continues
-    max_steps_this_run: int | None = None  # likewise, after this many steps of this run
-    domain_teacher: str | None = None  # registered expert whose own data windows it teaches (``expert:NAME``)
-    domain_share: float = 0.0  # share of training windows drawn from that expert's data, scored by the expert
-    layer_selection: str = "even"  # which teacher layers the student starts from: even | block (student.py)
-    precision: str = "fp32"  # fp32 | bf16 (CPU autocast for the forward passes; weights and optimizer stay fp32)
-
-
-def _teacher_generations(model: Any, tok: Any, s: DistillSettings, cache: Path,
-                         log: Callable[[str], None]) -> list[str]:
+def _teacher_generations(model: Any, tok: Any, s: DistillConfig, cache: Path, log: Log) -> list[str]:
     """Templated prompt + teacher answer texts (cached in ``cache`` so a resumed run does not redo them)."""
     if cache.is_file():
         return json.loads(cache.read_text(encoding="utf-8"))
@@ -131,9 +107,9 @@ def _not_in(texts: list[str], corpus: list[str]) -> list[str]:
 
 
 def _eval_ppl(model: Any, tok: Any, texts: list[str]) -> float:
-    from pet.models.lm import perplexity
+    from pet.metrics import text_perplexity
 
-    return perplexity(model, tok, texts, max_length=256, batch_size=8)
+    return text_perplexity(model, tok, texts, max_length=256, batch_size=8)
 
 
 def _speed(model: Any, tok: Any, new_tokens: int = 32) -> float:
@@ -146,93 +122,134 @@ def _speed(model: Any, tok: Any, new_tokens: int = 32) -> float:
     return g.usage.completion_tokens / max(g.usage.seconds, 1e-9)
 
 
-def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None = None, cfg: Any | None = None,
-            log: Callable[[str], None] = print, progress: bool = True, train_texts: list[str] | None = None,
-            eval_texts: list[str] | None = None, domain_texts: list[Any] | None = None) -> dict[str, Any]:
-    """Distil ``teacher`` (``t``, ``expert:NAME`` or a folder) into ``OUT/model``; resumes from ``OUT/checkpoint``.
+# ----------------------------------------------------------------------------------------------------------------
+# The steps of one run
 
-    ``train_texts`` / ``eval_texts`` replace the built-in real-text mix and held-out set (tests use tiny ones).
-    ``domain_texts``: the domain teacher's data, strings or :class:`pet.expert.data.Sample` (rendered with the
-    teacher's chat template); required when ``settings.domain_share`` > 0. Held-out texts that occur in it are
-    reported, and the perplexities are also given on the held-out texts it does not contain.
-    """
-    import torch
-    import torch.nn.functional as F
-    from tqdm import tqdm
-    from transformers import AutoModelForCausalLM
 
-    from pet.personal.distill.data import heldout_texts, training_texts
-    from pet.personal.distill.student import build_student, count_params, load_teacher, select_layers
+@dataclass
+class _Streams:
+    """Token streams the training windows are cut from, and the domain teacher when there is one."""
 
-    s = settings or DistillSettings()
-    if s.precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {s.precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if s.layer_selection not in LAYER_SELECTIONS:
-        raise ValueError(f"unknown layer selection {s.layer_selection!r}; choose one of {', '.join(LAYER_SELECTIONS)}")
-    if not 0.0 <= s.domain_share < 1.0:
-        raise ValueError(f"domain share must be in [0, 1), got {s.domain_share}")
+    real: list[int]
+    generated: list[int]
+    domain: list[int] = field(default_factory=list)
+    domain_texts: list[str] = field(default_factory=list)
+    dmodel: Any = None
+
+
+def _check(s: DistillConfig, domain_texts: list[Any] | None) -> None:
+    """Refuse settings that cannot make a run (the schema checks each field; this checks them together)."""
     if s.domain_share > 0 and (not s.domain_teacher or not domain_texts):
         raise ValueError("a domain share needs a domain teacher and its data texts")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(s.threads)
-    t_start = time.perf_counter()
-    tmodel, tok, src = load_teacher(teacher, cfg)
-    ckpt = out / "checkpoint"
+
+
+def _start_or_resume(tmodel: Any, tok: Any, teacher: str, s: DistillConfig, ckpt: Path, heldout: list[str],
+                     probe_texts: list[str], log: Log) -> tuple[Any, dict[str, Any]]:
+    """(student, run state): from ``ckpt`` when it holds a run with the same settings, else a fresh truncation."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pet.personal.distill.student import build_student, select_layers
+
     state_file = ckpt / "state.json"
-    heldout = list(eval_texts) if eval_texts is not None else heldout_texts(s.eval_texts)
-    real_texts = list(train_texts) if train_texts is not None else training_texts()
-    probe_texts = real_texts[::max(1, len(real_texts) // 20)][:20]  # 20 training texts spread over the mix
-    if s.precision == "bf16" and not native_bf16():
-        log("warning: this CPU has no bf16 matrix instructions; bf16 autocast will be much slower than fp32 "
-            "(on a 2-core AVX2-only CPU: 87 s for one step vs 4.5 s/step, docs/device.md); use --precision fp32 here")
-    if state_file.is_file():
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        old = state["settings"]
-        if (old["student_layers"] != s.student_layers or state["teacher"] != teacher
-                or old.get("domain_teacher") != s.domain_teacher or old.get("domain_share", 0.0) != s.domain_share
-                or old.get("layer_selection", "even") != s.layer_selection):
-            raise ValueError(f"{ckpt} is from another run (teacher {state['teacher']}, "
-                             f"{old['student_layers']} layers from {old.get('layer_selection', 'even')} selection, "
-                             f"domain teacher {old.get('domain_teacher')} share {old.get('domain_share', 0.0)}); "
-                             "use another --out, or resume with the same settings (--init, --domain-teacher)")
-        student = AutoModelForCausalLM.from_pretrained(ckpt / "student", local_files_only=True, dtype=torch.float32)
-        keep = state["layers_kept"]
-        log(f"resuming from step {state['step']}")
-    else:
+    if not state_file.is_file():
         keep = select_layers(tmodel, tok, s.student_layers, s.layer_selection, texts=probe_texts)
         student, keep = build_student(tmodel, s.student_layers, keep)
         log(f"student: {len(keep)} of {tmodel.config.num_hidden_layers} teacher layers {keep} "
             f"({s.layer_selection} selection)")
-        state = {"step": 0, "teacher": teacher, "layers_kept": keep, "settings": asdict(s), "losses": [],
+        state = {"step": 0, "teacher": teacher, "layers_kept": keep, "settings": s.model_dump(), "losses": [],
                  "ppl_teacher": _eval_ppl(tmodel, tok, heldout), "ppl_init": _eval_ppl(student, tok, heldout)}
         log(f"held-out ppl: teacher {state['ppl_teacher']:.2f}, truncated init {state['ppl_init']:.2f}")
+        return student, state
+    state = json.loads(state_file.read_text(encoding="utf-8"))
+    old = state["settings"]
+    if (old["student_layers"] != s.student_layers or state["teacher"] != teacher
+            or old.get("domain_teacher") != s.domain_teacher or old.get("domain_share", 0.0) != s.domain_share
+            or old.get("layer_selection", "even") != s.layer_selection):
+        raise ValueError(f"{ckpt} is from another run (teacher {state['teacher']}, "
+                         f"{old['student_layers']} layers from {old.get('layer_selection', 'even')} selection, "
+                         f"domain teacher {old.get('domain_teacher')} share {old.get('domain_share', 0.0)}); "
+                         "use another --out, or resume with the same settings (--init, --domain-teacher)")
+    student = AutoModelForCausalLM.from_pretrained(ckpt / "student", local_files_only=True, dtype=torch.float32)
+    log(f"resuming from step {state['step']}")
+    return student, state
+
+
+def _window_streams(tmodel: Any, tok: Any, teacher: str, s: DistillConfig, cfg: Any, out: Path,
+                    real_texts: list[str], domain_texts: list[Any] | None, log: Log) -> _Streams:
+    """Real text, the teacher's answers and (with a domain share) the domain teacher's data, as token streams."""
+    from pet.personal.distill.student import load_teacher
+
     gen_texts = _teacher_generations(tmodel, tok, s, out / "teacher_generations.json", log)
-    real_ids = _token_stream(tok, real_texts)
-    gen_ids = _token_stream(tok, gen_texts)
-    dmodel, dom_ids, dom_texts = None, [], []
+    streams = _Streams(_token_stream(tok, real_texts), _token_stream(tok, gen_texts))
     if s.domain_share > 0:
         dmodel, dtok, _ = load_teacher(s.domain_teacher, cfg)
         if dtok.get_vocab() != tok.get_vocab():
             raise ValueError(f"domain teacher {s.domain_teacher!r} has another tokenizer than teacher {teacher!r}")
-        dom_texts = [d if isinstance(d, str) else d.render(tok) for d in (domain_texts or [])]
-        dom_ids = _token_stream(tok, dom_texts)
-        if len(dom_ids) <= s.seq_len + 1:
+        streams.dmodel = dmodel
+        streams.domain_texts = [d if isinstance(d, str) else d.render(tok) for d in (domain_texts or [])]
+        streams.domain = _token_stream(tok, streams.domain_texts)
+        if len(streams.domain) <= s.seq_len + 1:
             raise ValueError(f"domain data of {s.domain_teacher!r} is shorter than one window ({s.seq_len} tokens)")
-        log(f"domain teacher {s.domain_teacher}: {len(dom_ids)} tokens of its data, {s.domain_share:.0%} of windows")
-    clean = _not_in(heldout, dom_texts)
-    if len(clean) < len(heldout):
-        log(f"{len(heldout) - len(clean)} of {len(heldout)} held-out texts occur in the domain data; "
-            f"perplexity is also reported on the other {len(clean)}")
+        log(f"domain teacher {s.domain_teacher}: {len(streams.domain)} tokens of its data, "
+            f"{s.domain_share:.0%} of windows")
+    return streams
+
+
+def _draw_batch(s: DistillConfig, step: int, streams: _Streams) -> tuple[list[list[int]], list[bool]]:
+    """The windows of one step and which of them are domain data; a per-step RNG, so a resumed run draws the
+    same batches as a straight one."""
+    rnd = random.Random(s.seed * 1_000_003 + step)
+    gen_ok = len(streams.generated) > s.seq_len + 1
+    rows, by_domain = [], []
+    for _ in range(s.batch_size):
+        dom = streams.dmodel is not None and rnd.random() < s.domain_share
+        if dom:
+            src = streams.domain
+        else:
+            src = streams.generated if (rnd.random() < s.teacher_share and gen_ok) else streams.real
+        start = rnd.randrange(0, len(src) - s.seq_len - 1)
+        rows.append(src[start:start + s.seq_len + 1])
+        by_domain.append(dom)
+    return rows, by_domain
+
+
+def _lr_at(s: DistillConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of ``lr`` at ``steps``."""
+    if step < s.warmup:
+        return s.lr * (step + 1) / s.warmup
+    frac = (step - s.warmup) / max(1, s.steps - s.warmup)
+    return s.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def _step_loss(s: DistillConfig, tmodel: Any, student: Any, streams: _Streams, step: int) -> tuple[Any, Any, Any]:
+    """(loss, KL term, CE term) of one step's batch."""
+    import torch
+    import torch.nn.functional as F
+
+    rows, by_domain = _draw_batch(s, step, streams)
+    batch = torch.tensor(rows)
+    x, y = batch[:, :-1], batch[:, 1:]
+    with _autocast(s.precision):
+        with torch.no_grad():
+            t_logits = _teacher_logits(tmodel, streams.dmodel, x, torch.tensor(by_domain)).float()
+        s_logits = student(input_ids=x).logits.float()
+    T = s.temperature
+    kl = F.kl_div(F.log_softmax(s_logits / T, -1).flatten(0, 1), F.log_softmax(t_logits / T, -1).flatten(0, 1),
+                  log_target=True, reduction="batchmean") * T * T
+    ce = F.cross_entropy(s_logits.flatten(0, 1), y.flatten())
+    return s.alpha * kl + (1 - s.alpha) * ce, kl, ce
+
+
+def _train(s: DistillConfig, tmodel: Any, student: Any, streams: _Streams, state: dict[str, Any], ckpt: Path,
+           progress: bool, log: Log) -> float:
+    """Train until ``steps`` or this run's budget, checkpointing on the way; seconds spent training."""
+    import torch
+    from tqdm import tqdm
+
     opt = torch.optim.AdamW(student.parameters(), lr=s.lr, weight_decay=0.0)
     if (ckpt / "optimizer.pt").is_file():
         opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-
-    def lr_at(step: int) -> float:
-        if step < s.warmup:
-            return s.lr * (step + 1) / s.warmup
-        frac = (step - s.warmup) / max(1, s.steps - s.warmup)
-        return s.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
     def save_checkpoint() -> None:
         with atomic_dir(ckpt, replace=True) as tmp:
@@ -246,30 +263,9 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
                dynamic_ncols=True)
     while state["step"] < s.steps:
         step = state["step"]
-        rnd = random.Random(s.seed * 1_000_003 + step)  # per-step RNG: a resumed run draws the same batches
-        rows, by_domain = [], []
-        for _ in range(s.batch_size):
-            dom = dmodel is not None and rnd.random() < s.domain_share
-            if dom:
-                src_ids = dom_ids
-            else:
-                src_ids = gen_ids if (rnd.random() < s.teacher_share and len(gen_ids) > s.seq_len + 1) else real_ids
-            start = rnd.randrange(0, len(src_ids) - s.seq_len - 1)
-            rows.append(src_ids[start:start + s.seq_len + 1])
-            by_domain.append(dom)
-        batch = torch.tensor(rows)
-        x, y = batch[:, :-1], batch[:, 1:]
-        with _autocast(s.precision):
-            with torch.no_grad():
-                t_logits = _teacher_logits(tmodel, dmodel, x, torch.tensor(by_domain)).float()
-            s_logits = student(input_ids=x).logits.float()
-        T = s.temperature
-        kl = F.kl_div(F.log_softmax(s_logits / T, -1).flatten(0, 1), F.log_softmax(t_logits / T, -1).flatten(0, 1),
-                      log_target=True, reduction="batchmean") * T * T
-        ce = F.cross_entropy(s_logits.flatten(0, 1), y.flatten())
-        loss = s.alpha * kl + (1 - s.alpha) * ce
+        loss, kl, ce = _step_loss(s, tmodel, student, streams, step)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = _lr_at(s, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -289,35 +285,44 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
             log(f"budget of this run reached at step {state['step']}/{s.steps}; run again to continue")
             break
     bar.close()
-    t_end = time.perf_counter()
     student.eval()
-    ppl_student = _eval_ppl(student, tok, heldout)
-    log(f"held-out ppl: distilled student {ppl_student:.2f}")
+    return time.perf_counter() - t_train
+
+
+def _save_student(student: Any, tok: Any, src: str, out: Path) -> Path:
+    """``OUT/model``: the student, its tokenizer and the teacher's chat template and generation config."""
     with atomic_dir(out / "model", replace=True) as tmp:
         student.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         for name in ("chat_template.jinja", "generation_config.json"):
             if (Path(src) / name).is_file():
                 shutil.copy2(Path(src) / name, tmp / name)
-    torch.set_num_threads(1)
+    return out / "model"
+
+
+def _report(teacher: str, s: DistillConfig, tmodel: Any, student: Any, tok: Any, state: dict[str, Any],
+            heldout: list[str], clean: list[str], ppl_student: float, steps_this_run: int, train_seconds: float,
+            domain_tokens: int) -> dict[str, Any]:
+    """The numbers of ``report.json`` (perplexities, sizes, one-thread torch speeds, losses)."""
+    from pet.personal.distill.student import count_params
+
     overlap = {}
     if len(clean) < len(heldout) and clean:
         overlap = {"ppl_teacher_clean": round(_eval_ppl(tmodel, tok, clean), 3),
                    "ppl_student_clean": round(_eval_ppl(student, tok, clean), 3)}
-    report = {
+    return {
         "teacher": teacher,
         "domain_teacher": s.domain_teacher if s.domain_share > 0 else None,
         "domain_share": s.domain_share,
-        "domain_tokens": len(dom_ids),
-        "student_layers": len(keep),
+        "domain_tokens": domain_tokens,
+        "student_layers": len(state["layers_kept"]),
         "teacher_layers": int(tmodel.config.num_hidden_layers),
-        "layers_kept": keep,
+        "layers_kept": state["layers_kept"],
         "steps": state["step"],
         "layer_selection": s.layer_selection,
         "precision": s.precision,
-        "seconds_per_step_this_run": (round((t_end - t_train) / (state["step"] - first_step), 3)
-                                      if state["step"] > first_step else None),
-        "settings": asdict(s),
+        "seconds_per_step_this_run": round(train_seconds / steps_this_run, 3) if steps_this_run else None,
+        "settings": s.model_dump(),
         "heldout_texts": len(heldout),
         "heldout_in_domain_data": len(heldout) - len(clean),
         "heldout_clean_texts": len(clean),
@@ -332,8 +337,57 @@ def distill(teacher: str, out_dir: str | Path, settings: DistillSettings | None 
         "torch_tok_s_student_1thread": round(_speed(student, tok), 2),
         "first_loss": state["losses"][0] if state["losses"] else None,
         "last_loss": state["losses"][-1] if state["losses"] else None,
-        "seconds_this_run": round(time.perf_counter() - t_start, 1),
-        "model_dir": str((out / "model").resolve()),
     }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run
+
+
+def distill(teacher: str, out_dir: str | Path, settings: DistillConfig | None = None, cfg: Any | None = None,
+            log: Log = print, progress: bool = True, train_texts: list[str] | None = None,
+            eval_texts: list[str] | None = None, domain_texts: list[Any] | None = None) -> dict[str, Any]:
+    """Distil ``teacher`` (``t``, ``expert:NAME`` or a folder) into ``OUT/model``; resumes from ``OUT/checkpoint``.
+
+    ``train_texts`` / ``eval_texts`` replace the built-in real-text mix and held-out set (tests use tiny ones).
+    ``domain_texts``: the domain teacher's data, strings or :class:`pet.expert.data.Sample` (rendered with the
+    teacher's chat template); required when ``settings.domain_share`` > 0. Held-out texts that occur in it are
+    reported, and the perplexities are also given on the held-out texts it does not contain.
+    """
+    import torch
+
+    from pet.personal.distill.data import heldout_texts, training_texts
+    from pet.personal.distill.student import load_teacher
+
+    s = settings or DistillConfig()
+    _check(s, domain_texts)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(s.threads)
+    t_start = time.perf_counter()
+    tmodel, tok, src = load_teacher(teacher, cfg)
+    heldout = list(eval_texts) if eval_texts is not None else heldout_texts(s.eval_texts)
+    real_texts = list(train_texts) if train_texts is not None else training_texts()
+    probe_texts = real_texts[::max(1, len(real_texts) // 20)][:20]  # 20 training texts spread over the mix
+    if s.precision == "bf16" and not native_bf16():
+        log("warning: this CPU has no bf16 matrix instructions; bf16 autocast will be much slower than fp32 "
+            "(on a 2-core AVX2-only CPU: 87 s for one step vs 4.5 s/step, docs/device.md); use --precision fp32 here")
+    ckpt = out / "checkpoint"
+    student, state = _start_or_resume(tmodel, tok, teacher, s, ckpt, heldout, probe_texts, log)
+    streams = _window_streams(tmodel, tok, teacher, s, cfg, out, real_texts, domain_texts, log)
+    clean = _not_in(heldout, streams.domain_texts)
+    if len(clean) < len(heldout):
+        log(f"{len(heldout) - len(clean)} of {len(heldout)} held-out texts occur in the domain data; "
+            f"perplexity is also reported on the other {len(clean)}")
+    first_step = state["step"]
+    train_seconds = _train(s, tmodel, student, streams, state, ckpt, progress, log)
+    ppl_student = _eval_ppl(student, tok, heldout)
+    log(f"held-out ppl: distilled student {ppl_student:.2f}")
+    model_dir = _save_student(student, tok, src, out)
+    torch.set_num_threads(1)
+    report = _report(teacher, s, tmodel, student, tok, state, heldout, clean, ppl_student,
+                     state["step"] - first_step, train_seconds, len(streams.domain))
+    report["seconds_this_run"] = round(time.perf_counter() - t_start, 1)
+    report["model_dir"] = str(model_dir.resolve())
     atomic_write_json(out / "report.json", report)
     return report

@@ -31,7 +31,8 @@ def measure_parity(model_dir: str | Path, bundle_dir: str | Path, prompts: Seque
     """Compare the bundle in ``bundle_dir`` with the torch model in ``model_dir``; returns the parity dict."""
     import torch
 
-    from pet.models.lm import CausalLM, perplexity
+    from pet.metrics import text_perplexity
+    from pet.models.lm import CausalLM
     from pet.personal.distill.data import PROMPTS, heldout_texts
     from pet.personal.runtime import DeviceModel
 
@@ -54,7 +55,7 @@ def measure_parity(model_dir: str | Path, bundle_dir: str | Path, prompts: Seque
         agree.append(_agreement(a, b))
         exact += int(a == b)
         log(f"parity prompt {i + 1}/{len(prompts)}: agreement {agree[-1]:.2f}")
-    ppl_ref = perplexity(lm.model, lm.tokenizer, texts, max_length=max_length)
+    ppl_ref = text_perplexity(lm.model, lm.tokenizer, texts, max_length=max_length)
     ppl_dev = dev.perplexity(texts, max_length=max_length)
     log(f"held-out perplexity: torch fp32 {ppl_ref:.3f}, bundle {ppl_dev:.3f}")
     return {

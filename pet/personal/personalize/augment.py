@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pet.config.schema import AugmentFilterConfig, PersonalizationConfig
+from pet.config.schema.personal import AugmentFilterConfig, PersonalizationConfig
 
 # Few-shot as earlier chat turns: a small instruct model copies the form of its own earlier answers far more
 # reliably than it follows a written instruction to imitate someone (which it answers like an assistant).

@@ -1,27 +1,23 @@
 """Per-user LoRA on the P model: train on real + synthetic chat examples, merge, save a plain HF folder.
 
-Fast on one CPU core by construction: LoRA sits on the top ``lora_layers`` decoder layers only, so the
-backward pass stops there, and the loss is computed from the hidden states of the message tokens alone
-(the 49k-way output projection of the context tokens is never formed).
-
-    model, tok = load_base(folder)
+    model, tok = load_base(folder)                         # pet.models.lora
     examples = tokenize_examples(tok, records, cfg)       # records: {"text", "context"?}
     result = train_lora(model, tok, examples, cfg)         # -> PeftModel, TrainResult
-    save_merged(result.model, tok, out_dir)                # merged weights, loadable without peft
+    save_merged(merge(result.model), tok, out_dir)         # pet.models.lora: merged weights, loadable without peft
+
+The loop is the shared one of :mod:`pet.models.lora`. Fast on one CPU core by construction: LoRA sits on the
+top ``lora_layers`` decoder layers only, so the backward pass stops there, and the loss is computed from the
+hidden states of the message tokens alone (the 49k-way output projection of the context tokens is never
+formed). The learning rate warms up over the first 10% of steps and decays linearly.
 """
 
 from __future__ import annotations
 
-import math
-import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from pet.config.schema import PersonalizationConfig
-from pet.paths import set_offline
+from pet.config.schema.personal import PersonalizationConfig
 from pet.personal.personalize.data import example_messages
 
 
@@ -55,23 +51,6 @@ class TrainResult:
                 "loss_last": round(last, 4), "stopped_early": self.stopped_early}
 
 
-def load_base(folder: str | Path, threads: int = 1) -> tuple[Any, Any]:
-    """The P model (fp32) and its tokenizer from a local folder."""
-    set_offline()
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a model folder (no config.json); run: pet models prepare")
-    torch.set_num_threads(threads)
-    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
-    return model, tok
-
-
 def end_of_turn_id(tok: Any) -> int:
     """The token that ends a chat turn: ``<|im_end|>`` when the vocabulary has it (SmolLM2's GGUF-derived
     tokenizer names ``<|im_start|>`` as its eos token), else the eos token."""
@@ -79,7 +58,8 @@ def end_of_turn_id(tok: Any) -> int:
     return int(vocab["<|im_end|>"]) if "<|im_end|>" in vocab else int(tok.eos_token_id)
 
 
-def _render(tok: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+def render_chat(tok: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    """Chat-templated text of ``messages`` (a plain transcript for tokenizers without a template)."""
     if getattr(tok, "chat_template", None):
         return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
     text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
@@ -90,8 +70,8 @@ def tokenize_example(tok: Any, record: dict[str, Any], cfg: PersonalizationConfi
                      synthetic: bool = False) -> Example | None:
     """Chat-format one record; the loss covers the message and its end-of-turn token. None if nothing fits."""
     messages = example_messages(record, cfg.context_turns)
-    prompt = tok(_render(tok, messages[:-1], True), add_special_tokens=False)["input_ids"]
-    full = tok(_render(tok, messages, False), add_special_tokens=False)["input_ids"]
+    prompt = tok(render_chat(tok, messages[:-1], True), add_special_tokens=False)["input_ids"]
+    full = tok(render_chat(tok, messages, False), add_special_tokens=False)["input_ids"]
     if full[:len(prompt)] != prompt:  # tokenization merged across the boundary: fall back to concatenation
         full = prompt + tok(record["text"], add_special_tokens=False)["input_ids"] + [end_of_turn_id(tok)]
     end = end_of_turn_id(tok)
@@ -114,107 +94,30 @@ def tokenize_examples(tok: Any, records: Sequence[dict[str, Any]], cfg: Personal
     return [e for e in out if e is not None]
 
 
-def attach_lora(model: Any, cfg: PersonalizationConfig) -> Any:
-    """Wrap ``model`` in a PEFT LoRA on the top ``cfg.lora_layers`` layers (all when 0 or more than exist)."""
-    from peft import LoraConfig, get_peft_model
-
-    n_layers = int(model.config.num_hidden_layers)
-    layers = None
-    if 0 < cfg.lora_layers < n_layers:
-        layers = list(range(n_layers - cfg.lora_layers, n_layers))
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    targets = [m for m in cfg.target_modules if m in present]
-    if not targets:
-        raise ValueError(f"none of personalization.target_modules {cfg.target_modules} exist in this model")
-    lcfg = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=targets,
-                      layers_to_transform=layers, task_type="CAUSAL_LM", bias="none")
-    return get_peft_model(model, lcfg)
-
-
-def _batch_loss(peft_model: Any, batch: list[Example], pad_id: int) -> Any:
-    import torch
-
-    width = max(len(e.input_ids) for e in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    labels = torch.full((len(batch), width), -100, dtype=torch.long)
-    for i, e in enumerate(batch):  # right padding; positions stay 0..len-1
-        ids[i, :len(e.input_ids)] = torch.tensor(e.input_ids)
-        mask[i, :len(e.input_ids)] = 1
-        labels[i, :len(e.labels)] = torch.tensor(e.labels)
-    causal = peft_model.get_base_model()
-    hidden = causal.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
-    target = labels[:, 1:]
-    keep = target != -100
-    logits = causal.lm_head(hidden[keep]).float()
-    return torch.nn.functional.cross_entropy(logits, target[keep])
-
-
 def train_lora(model: Any, tok: Any, examples: Sequence[Example], cfg: PersonalizationConfig,
                steps: int | None = None, time_budget_s: float | None = None, progress: bool = True,
                desc: str = "LoRA") -> TrainResult:
-    """Train a LoRA adapter on ``examples``; returns the PeftModel (unmerged) and numbers.
+    """Train a LoRA adapter on the top ``cfg.lora_layers`` layers; returns the PeftModel (unmerged) and numbers.
 
-    Batches are drawn epoch by epoch from a seeded shuffle; the learning rate warms up over the first 10% of
-    steps and decays linearly. ``time_budget_s`` stops early (and says so) rather than overrunning.
+    ``time_budget_s`` stops early (and says so in the result) rather than overrunning.
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from pet.models.lora import LoopSettings, LoraShape, attach_lora, train_rows
 
     if not examples:
         raise ValueError("no training examples (empty data)")
     steps = steps or cfg.steps
     torch.manual_seed(cfg.seed)
-    peft_model = attach_lora(model, cfg)
-    peft_model.train()
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
-    warm = max(1, steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
-    rng = random.Random(cfg.seed)
-    order: list[int] = []
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    stopped = False
-    bar = tqdm(total=steps, desc=desc, unit="step", disable=not progress, leave=False)
-    done = 0
-    for _ in range(steps):
-        if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
-            stopped = True
-            break
-        if len(order) < cfg.batch_size:
-            more = list(range(len(examples)))
-            rng.shuffle(more)
-            order += more * max(1, math.ceil(cfg.batch_size / len(more)))
-        batch = [examples[i] for i in order[:cfg.batch_size]]
-        del order[:cfg.batch_size]
-        loss = _batch_loss(peft_model, batch, tok.pad_token_id)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        done += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    bar.close()
-    peft_model.eval()
-    return TrainResult(peft_model, done, time.perf_counter() - t0, sum(not e.synthetic for e in examples),
-                       sum(e.synthetic for e in examples), losses, stopped)
+    peft_model = attach_lora(model, LoraShape(cfg.lora_rank, cfg.lora_alpha, cfg.target_modules,
+                                              top_layers=cfg.lora_layers))
+    loop = train_rows(peft_model, [(e.input_ids, e.labels) for e in examples], tok.pad_token_id,
+                      LoopSettings(steps, cfg.batch_size, cfg.learning_rate, max(1, steps // 10), decay=True,
+                                   time_budget_s=time_budget_s, seed=cfg.seed), progress=progress, desc=desc)
+    return TrainResult(peft_model, loop.steps, loop.seconds, sum(not e.synthetic for e in examples),
+                       sum(e.synthetic for e in examples), loop.losses, loop.stopped_early)
 
 
 def merge(peft_model: Any) -> Any:
     """Fold the adapter into the base weights; a plain transformers model."""
     return peft_model.merge_and_unload()
-
-
-def save_merged(model: Any, tok: Any, out_dir: str | Path, replace: bool = False) -> Path:
-    """Save a merged model + tokenizer as an HF folder, atomically."""
-    from pet.io import atomic_dir
-
-    with atomic_dir(out_dir, replace=replace) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-    return Path(out_dir)

@@ -66,13 +66,13 @@ def check_inputs(cfg: PetConfig, records: list[dict[str, Any]], share: float, sy
 
 def default_local_client(cfg: PetConfig, progress: Callable[[int], None] | None = None) -> Any:
     """The in-process Augmenter: T from ``cfg.traditional.model`` plus MiniLM."""
+    from pet.models.embed import embedder_from_config
     from pet.models.lm import CausalLM
     from pet.personal.personalize.client import LocalAugmentClient
-    from pet.serve.augmenter import load_embedder
 
     lm = CausalLM.load(resolve_model(cfg.traditional.model, cfg.models_dir),
                        threads=cfg.personalization.torch_threads)
-    return LocalAugmentClient(lm, load_embedder(cfg.embedding.model, cfg.models_dir), cfg.personalization,
+    return LocalAugmentClient(lm, embedder_from_config(cfg), cfg.personalization,
                               progress=progress)
 
 
@@ -112,7 +112,8 @@ def personalize(cfg: PetConfig, user: str, records: list[dict[str, Any]], share:
     report.seconds["augment"] = round(time.perf_counter() - t0, 2)
     log.info("personalize: %d messages, %d shared, %d synthetic", len(records), len(shared), len(samples))
 
-    from pet.personal.personalize.lora import load_base, merge, save_merged, tokenize_examples, train_lora
+    from pet.models.lora import load_base, save_merged
+    from pet.personal.personalize.lora import merge, tokenize_examples, train_lora
 
     t1 = time.perf_counter()
     base = Path(base_model) if base_model else resolve_model(pcfg.base_model, cfg.models_dir)

@@ -1,0 +1,81 @@
+"""The two quality measures every tier reports: ROUGE-L of an answer and perplexity of a causal LM.
+
+    rouge_l(prediction, reference)                          # F-measure in [0, 1]
+    ppl, n = perplexity(model, rows, pad_id)                # rows: (token ids, labels), -100 = not scored
+    ppl = text_perplexity(model, tokenizer, texts)          # every token after the first of each text
+
+ROUGE-L comes from the ``rouge-score`` package (Lin, 2004; the scorer LaMP and most papers report), F-measure
+with its default tokenizer: lower-cased runs of ASCII letters and digits, so punctuation and markdown do not
+count and figures compare with the papers'.
+
+Perplexity is exp(mean next-token negative log-likelihood) over the positions whose label is not -100, so one
+function serves plain texts, prompt/response pairs (only the response scored) and chat messages after their
+context. Rows are right-padded into batches; the attention mask keeps padding out of every score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+Row = tuple[Sequence[int], Sequence[int]]  # (input ids, labels): a label of -100 is not scored
+
+
+@lru_cache(maxsize=1)
+def _scorer() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"])
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F-measure of ``prediction`` against ``reference`` (0 when either has no tokens)."""
+    return float(_scorer().score(reference, prediction)["rougeL"].fmeasure)
+
+
+def pad_batch(rows: Sequence[Row], pad_id: int) -> tuple[Any, Any, Any]:
+    """Right-padded (input ids, attention mask, labels) tensors of ``rows``; labels are -100 on padding."""
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (x, lab) in enumerate(rows):
+        ids[i, :len(x)] = torch.tensor(list(x), dtype=torch.long)
+        mask[i, :len(x)] = 1
+        labels[i, :len(lab)] = torch.tensor(list(lab), dtype=torch.long)
+    return ids, mask, labels
+
+
+def perplexity(model: Any, rows: Sequence[Row], pad_id: int, batch_size: int = 8) -> tuple[float, int]:
+    """(perplexity, scored tokens) of a Hugging Face causal LM over the labelled positions of ``rows``."""
+    import torch
+
+    total, count = 0.0, 0
+    model.eval()
+    for i in range(0, len(rows), batch_size):
+        ids, mask, labels = pad_batch(rows[i:i + batch_size], pad_id)
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        target = labels[:, 1:]
+        keep = target != -100
+        total += float(torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="sum"))
+        count += int(keep.sum())
+    if count == 0:
+        raise ValueError("no tokens to score")
+    return math.exp(total / count), count
+
+
+def text_perplexity(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int = 256,
+                    batch_size: int = 8) -> float:
+    """Token-level perplexity over raw ``texts``, each cut to ``max_length`` tokens."""
+    rows = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+        if ids:
+            rows.append((ids, ids))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return perplexity(model, rows, pad_id, batch_size)[0]
