@@ -38,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
+from benchmarks.common import RESULTS  # noqa: E402
 from pet.io import atomic_write_json  # noqa: E402
 from pet.machine import machine_info  # noqa: E402
 from tests.integration.conftest import stalled_uploads  # noqa: E402  (shared with the integration test)
 
-RESULTS = Path(__file__).resolve().parent / "results"
 VALID = {"prompt": "Name a colour.", "tier": "t", "max_new_tokens": 3}
 JSON_HEADERS = {"content-type": "application/json"}
 
@@ -64,12 +64,6 @@ HOSTILE = {
     "bad_envelope": (b'{"pet_envelope": {"v": 1, "kid": "nope", "enc": "AA", "ct": "AA"}}', {}),
     "many_values": (b'{"prompt": "q", "stop": [' + b'"a",' * 30000 + b'"a"]}', {}),
 }
-
-
-def pct(xs: list[float], q: float) -> float:
-    """The q-quantile (0..1) by nearest rank."""
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
 def post_raw(url: str, raw: bytes, headers: dict[str, str] | None = None, timeout: float = 120.0) -> int:

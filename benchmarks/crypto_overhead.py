@@ -21,28 +21,21 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pet.io import atomic_write_json, atomic_write_text  # noqa: E402
+from benchmarks.common import RESULTS, pyplot, save_results  # noqa: E402
 from pet.machine import machine_info  # noqa: E402
 from pet.security.envelope import DeviceCrypto  # noqa: E402
 from pet.security.gateway import GatewayCrypto  # noqa: E402
 from pet.security.keys import KeyRing  # noqa: E402
 from pet.security.suites import SUITES  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 STAGES = ("device_seal", "gateway_open", "reply_seal", "device_open")
 PROMPT = ("I keep a small vegetable garden on my balcony and the tomato leaves have started to curl and turn "
           "yellow at the edges. I water them every morning, they get about six hours of sun, and I used a "
           "general purpose fertiliser two weeks ago. What could be wrong, and what should I change first? "
           "Please keep the answer short and practical, and tell me which sign would mean it is a disease "
           "rather than a watering problem, because I do not want to lose the whole plant this season.")
-
-
-def machine() -> dict:
-    """The machine this ran on."""
-    return machine_info(threads=1)
 
 
 def fake_response(text: str) -> dict:
@@ -127,7 +120,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    info = machine()
+    info = machine_info(threads=1)
     print(f"machine: {info['nproc']} cores, {info['cpu']}, 1 thread, load {info['load_avg_1m']:.2f}", flush=True)
     gen = None
     if not args.no_model:
@@ -160,26 +153,16 @@ def main() -> int:
                  "(shared with other jobs: timings are noisy).")
     table = "\n".join(lines)
     print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"machine": info, "iterations": args.iterations, "suites": suites, "generate": gen,
               "goal": "crypto total median < 1 % of median request latency",
               "unix_time": time.time()}
-    atomic_write_json(RESULTS / "crypto_overhead.json", result)
-    atomic_write_text(RESULTS / "crypto_overhead.md", "# Crypto overhead per request\n\n" + table + "\n")
-    try:
-        _plot(suites, gen, RESULTS / "crypto_overhead.png")
-    except ImportError:
-        pass
-    print(f"wrote {RESULTS / 'crypto_overhead.json'}")
+    save_results(RESULTS / "crypto_overhead", result, "# Crypto overhead per request\n\n" + table,
+                 lambda path: _plot(suites, gen, path))
     return 0
 
 
 def _plot(suites: dict, gen: dict | None, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     short = {"x25519-hkdf-sha256-aes256gcm": "X25519", "mlkem768-x25519-hkdf-sha256-aes256gcm": "ML-KEM-768+X25519"}
     fig, ax = plt.subplots(figsize=(8, 3.2))
     names = list(suites)

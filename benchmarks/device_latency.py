@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import RESULTS  # noqa: E402
 from pet.paths import models_dir  # noqa: E402
 from pet.personal.bench import profile_ops, run_device_bench  # noqa: E402
 from pet.personal.bundle.write import export_bundle  # noqa: E402
@@ -41,7 +41,7 @@ def main() -> int:
     ap.add_argument("--compare-torch", action="store_true", help="also PyTorch fp32 (the older tables' baseline)")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "device_latency"))
+    ap.add_argument("--out", default=str(RESULTS / "device_latency"))
     ap.add_argument("--profile", metavar="BUNDLE", help="only print per-operator kernel time of BUNDLE's decode step")
     args = ap.parse_args()
     if args.profile:

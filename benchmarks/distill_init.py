@@ -21,11 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import RESULTS, pyplot, save_results  # noqa: E402
 from pet.config.schema.personal import DistillConfig  # noqa: E402
-from pet.io import atomic_write_json  # noqa: E402
 from pet.machine import machine_info  # noqa: E402
 from pet.personal.distill.student import LAYER_SELECTIONS  # noqa: E402
 from pet.personal.distill.train import PRECISIONS, distill, native_bf16  # noqa: E402
@@ -40,7 +39,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", default=",".join(f"{i}/{p}" for i, p in VARIANTS),
                     help="comma-separated INIT/PRECISION pairs; the first is the baseline of the ratios")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "distill_init"))
+    ap.add_argument("--out", default=str(RESULTS / "distill_init"))
     args = ap.parse_args()
     variants = [tuple(v.strip().split("/")) for v in args.variants.split(",") if v.strip()]
     bad = [v for v in variants if len(v) != 2 or v[0] not in LAYER_SELECTIONS or v[1] not in PRECISIONS]
@@ -85,27 +84,23 @@ def main() -> int:
     print(f"teacher ppl {base['ppl_teacher']:.2f}; native bf16: {native_bf16()}")
     result = {"machine": machine_info(threads=args.threads, native_bf16=native_bf16()), "student_layers": args.layers,
               "steps": args.steps, "baseline": "/".join(variants[0]), "variants": rows, "kl_curves": curves}
-    atomic_write_json(Path(args.out + ".json"), result)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for name, kl in curves.items():
-            ax.plot(range(1, len(kl) + 1), kl, label=name)
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("KL(teacher || student), T^2-scaled")
-        ax.set_title(f"{args.layers}-layer student of SmolLM2-135M: init x precision")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(args.out + ".png", dpi=110)
-    except ImportError:
-        print("matplotlib missing: no plot")
-    print(f"wrote {args.out}.json")
+    save_results(args.out, result, plot=lambda path: plot(curves, args.layers, path))
     return 0
+
+
+def plot(curves: dict[str, list[float]], layers: int, path: Path) -> None:
+    """KL per step of every variant, log scale."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, kl in curves.items():
+        ax.plot(range(1, len(kl) + 1), kl, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("KL(teacher || student), T^2-scaled")
+    ax.set_title(f"{layers}-layer student of SmolLM2-135M: init x precision")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -28,17 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import RESULTS, pyplot, save_results  # noqa: E402
 from pet.expert.data import load_domain_data, sample_queries  # noqa: E402
 from pet.expert.recipes import get_recipe  # noqa: E402
 from pet.expert.registry import ExpertRegistry  # noqa: E402
-from pet.io import atomic_write_json, atomic_write_text  # noqa: E402
 from pet.machine import machine_info  # noqa: E402
 from pet.router.domains import DomainClassifier  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 DOMAINS = ("python", "chitchat")
 
 PYTHON_NATURAL = [
@@ -81,11 +79,6 @@ GENERAL = [
     "What are the three branches of the US government?", "What is the freezing point of salt water?",
     "What is the main ingredient of guacamole?",
 ]
-
-
-def machine() -> dict:
-    """The machine this ran on."""
-    return machine_info(torch_threads=1)
 
 
 def exemplar_sets(emb, registry: ExpertRegistry | None, tmp: Path) -> tuple[dict, dict]:
@@ -172,7 +165,7 @@ def main() -> int:
     lines = [f"| {r['source']} | {r['method']} | {r['floor']:.2f} | {r['python']['accuracy']:.2f} | "
              f"{r['chitchat']['accuracy']:.2f} | {r['general']['none_rate']:.2f} | {r['macro_accuracy']:.3f} |"
              for r in rows]
-    mach = machine()
+    mach = machine_info(torch_threads=1)
     table = hdr + "\n".join(lines)
     summary = (f"Best: exemplars={best['source']} method={best['method']} floor={best['floor']:.2f} "
                f"macro accuracy {best['macro_accuracy']:.3f} (python {best['python']['accuracy']:.2f}, chitchat "
@@ -182,38 +175,33 @@ def main() -> int:
                f"{mach['load_avg_1m']}).")
     print(table)
     print(summary)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RESULTS / "domain_routing.json", {
-        "machine": mach, "seconds": seconds, "exemplar_origin": origin, "queries": queries, "rows": rows,
-        "best": best,
-    })
-    atomic_write_text(RESULTS / "domain_routing.md", f"# Domain routing\n\n{table}\n\n{summary}\n")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), sharey=True)
-        for ax, source in zip(axes, sets, strict=True):
-            for mname in methods:
-                if mname == "relative":
-                    continue  # a different floor scale; in the table and JSON
-                rs = [r for r in rows if r["source"] == source and r["method"] == mname]
-                ax.plot([r["floor"] for r in rs], [r["macro_accuracy"] for r in rs], marker="o", label=mname)
-            rs = [r for r in rows if r["source"] == source and r["method"] == "centroid"]
-            ax.plot([r["floor"] for r in rs], [r["general"]["none_rate"] for r in rs], "k--",
-                    label="general none-rate (centroid)")
-            ax.set_title(f"exemplars from {source}")
-            ax.set_xlabel("similarity floor")
-            ax.grid(alpha=0.3)
-        axes[0].set_ylabel("macro accuracy (python, chitchat, general)")
-        axes[-1].legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(RESULTS / "domain_routing.png", dpi=110)
-    except ImportError:
-        pass
+    result = {"machine": mach, "seconds": seconds, "exemplar_origin": origin, "queries": queries, "rows": rows,
+              "best": best}
+    save_results(RESULTS / "domain_routing", result, f"# Domain routing\n\n{table}\n\n{summary}",
+                 lambda path: plot(rows, list(sets), list(methods), path))
     return 0
+
+
+def plot(rows: list[dict], sources: list[str], methods: list[str], path: Path) -> None:
+    """Macro accuracy against the similarity floor, one panel per exemplar source, one line per method."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(sources), figsize=(5 * len(sources), 4), sharey=True)
+    for ax, source in zip(axes, sources, strict=True):
+        for mname in methods:
+            if mname == "relative":
+                continue  # a different floor scale; in the table and JSON
+            rs = [r for r in rows if r["source"] == source and r["method"] == mname]
+            ax.plot([r["floor"] for r in rs], [r["macro_accuracy"] for r in rs], marker="o", label=mname)
+        rs = [r for r in rows if r["source"] == source and r["method"] == "centroid"]
+        ax.plot([r["floor"] for r in rs], [r["general"]["none_rate"] for r in rs], "k--",
+                label="general none-rate (centroid)")
+        ax.set_title(f"exemplars from {source}")
+        ax.set_xlabel("similarity floor")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("macro accuracy (python, chitchat, general)")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -28,25 +28,16 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pet.io import atomic_write_json, atomic_write_text  # noqa: E402
+from benchmarks.common import RESULTS, pct, pyplot, save_results  # noqa: E402
 from pet.ledger import Ledger, Meter  # noqa: E402
 from pet.machine import machine_info  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 
-
-def machine() -> dict:
-    """The machine this ran on."""
-    return machine_info(threads=1)
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) of ``values`` in milliseconds."""
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))] * 1000.0
+def pct_ms(seconds: list[float], q: float) -> float:
+    """The q-quantile (0..1) of durations in seconds, in milliseconds."""
+    return pct(seconds, q) * 1000.0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -93,8 +84,8 @@ def throughput(folder: Path, sync: str, procs: int, n: int) -> dict:
     rows = Ledger(path).counts().usage
     assert rows == procs * n, f"lost events: {rows} != {procs * n}"
     return {"case": f"record_usage sync={sync} x{procs} proc", "sync": sync, "procs": procs, "events": rows,
-            "seconds": round(wall, 3), "events_per_s": round(rows / wall, 1), "p50_ms": round(pct(times, .5), 3),
-            "p95_ms": round(pct(times, .95), 3), "p99_ms": round(pct(times, .99), 3)}
+            "seconds": round(wall, 3), "events_per_s": round(rows / wall, 1), "p50_ms": round(pct_ms(times, .5), 3),
+            "p95_ms": round(pct_ms(times, .95), 3), "p99_ms": round(pct_ms(times, .99), 3)}
 
 
 def meter_latency(folder: Path, sync: str, n: int) -> dict:
@@ -113,8 +104,8 @@ def meter_latency(folder: Path, sync: str, n: int) -> dict:
     times = asyncio.run(run())
     wall = time.perf_counter() - t0
     return {"case": f"await Meter.arecord_usage sync={sync}", "sync": sync, "procs": 1, "events": n,
-            "seconds": round(wall, 3), "events_per_s": round(n / wall, 1), "p50_ms": round(pct(times, .5), 3),
-            "p95_ms": round(pct(times, .95), 3), "p99_ms": round(pct(times, .99), 3)}
+            "seconds": round(wall, 3), "events_per_s": round(n / wall, 1), "p50_ms": round(pct_ms(times, .5), 3),
+            "p95_ms": round(pct_ms(times, .95), 3), "p99_ms": round(pct_ms(times, .99), 3)}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -176,7 +167,7 @@ def request_latency(folder: Path, mode: str, n: int) -> dict:
                 times.append(dt)
     metered = Ledger(folder / f"req-{mode}.sqlite").counts().usage if mode != "off" else 0
     return {"case": f"POST /v1/chat/completions metering={mode}", "mode": mode, "requests": n,
-            "metered_rows": metered, "p50_ms": round(pct(times, .5), 3), "p95_ms": round(pct(times, .95), 3),
+            "metered_rows": metered, "p50_ms": round(pct_ms(times, .5), 3), "p95_ms": round(pct_ms(times, .95), 3),
             "mean_ms": round(statistics.fmean(times) * 1000, 3)}
 
 
@@ -192,10 +183,7 @@ def table(rows: list[dict], cols: list[str]) -> str:
 
 def plot(tp: list[dict], path: Path) -> None:
     """Bar chart of events/s per case (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import NullFormatter
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -223,7 +211,7 @@ def main() -> int:
     ap.add_argument("--dir", default=None, help="folder for the temp ledgers (default: a temp dir under the repo)")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    base = Path(args.dir) if args.dir else ROOT / "benchmarks" / "results"
+    base = Path(args.dir) if args.dir else RESULTS
     with tempfile.TemporaryDirectory(prefix=".ledger-bench-", dir=base) as tmp:
         folder = Path(tmp)
         cases = []
@@ -257,7 +245,7 @@ def main() -> int:
         r["added_p50_ms"] = round(r["p50_ms"] - off, 3)
     full1 = next(r for r in tp if r["sync"] == "full" and r["procs"] == 1 and "record" in r["case"])
     norm1 = next(r for r in tp if r["sync"] == "normal" and r["procs"] == 1 and "record" in r["case"])
-    result = {"machine": machine(), "disk_folder": str(base), "throughput": tp, "requests": req,
+    result = {"machine": machine_info(threads=1), "disk_folder": str(base), "throughput": tp, "requests": req,
               "ratios": {"normal_vs_full_events_per_s": round(norm1["events_per_s"] / full1["events_per_s"], 1)}}
     t1 = table(tp, ["case", "events", "seconds", "events_per_s", "p50_ms", "p95_ms", "p99_ms", "repeats"])
     t2 = table(req, ["case", "requests", "metered_rows", "p50_ms", "p95_ms", "mean_ms", "added_p50_ms", "repeats"])
@@ -267,10 +255,7 @@ def main() -> int:
     text = f"{head}\n\n{t1}\n\n{t2}\n\nsync=normal / sync=full events/s (1 process): " \
            f"{result['ratios']['normal_vs_full_events_per_s']}x\n"
     print("\n" + text)
-    atomic_write_json(RESULTS / "ledger.json", result)
-    atomic_write_text(RESULTS / "ledger.md", text)
-    plot(tp, RESULTS / "ledger.png")
-    print(f"wrote {RESULTS / 'ledger.json'}, ledger.md, ledger.png")
+    save_results(RESULTS / "ledger", result, text, lambda path: plot(tp, path))
     return 0
 
 

@@ -27,14 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pet.io import atomic_write_json  # noqa: E402
+from benchmarks.common import RESULTS, pyplot, save_results  # noqa: E402
 from pet.machine import machine_info  # noqa: E402
 from pet.personal.bench import measure_bandwidth  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results"
 HIDDEN, KV, INTER, VOCAB, LAYERS_135M = 576, 192, 1536, 49152, 30
 LAYER_SHAPES = [(HIDDEN, HIDDEN), (HIDDEN, KV), (HIDDEN, KV), (HIDDEN, HIDDEN),
                 (HIDDEN, INTER), (HIDDEN, INTER), (INTER, HIDDEN)]
@@ -186,11 +184,7 @@ def print_table(out: dict) -> None:
 
 
 def plot(out: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(out["rows"])
     ceil = [out["rows"][n]["ceiling_tok_s_135m"] for n in names]
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -212,12 +206,7 @@ def main() -> int:
     args = ap.parse_args()
     out = run(args.layers, args.repeats, args.threads)
     print_table(out)
-    atomic_write_json(Path(args.out), out)
-    try:
-        plot(out, Path(args.out).with_suffix(".png"))
-    except ImportError:
-        print("matplotlib missing: no plot")
-    print(f"wrote {args.out}")
+    save_results(Path(args.out).with_suffix(""), out, plot=lambda path: plot(out, path))
     return 0
 
 

@@ -34,16 +34,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pet.machine import machine_info
+from benchmarks.common import RESULTS, pyplot, save_results  # noqa: E402
+from pet.machine import machine_info  # noqa: E402
 from pet.paths import set_offline  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = ("a_base", "b_lora_real", "c_lora_real_synth", "d_t_zero_shot")
-
-
-def machine() -> dict:
-    """nproc, CPU model, threads, load: the conditions of the numbers."""
-    return machine_info(torch_threads=1)
 
 
 def user_records(min_messages: int, context_turns: int) -> dict[str, list[dict]]:
@@ -122,11 +117,7 @@ def table(summary: dict, n_users: int) -> str:
 
 def plot(summary: dict, rows: list[dict], path: Path) -> None:
     """Bars of mean perplexity and ROUGE-L per variant and setting."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.2
     for k, metric in enumerate(("ppl_mean", "rouge_l_mean")):
@@ -154,10 +145,8 @@ def merge(files: list[str], out: Path) -> int:
     merged = dict(reports[0])
     merged.update(users=rows, summary=summarize(rows), shards=files,
                   minutes=max(r["minutes"] for r in reports), machine=reports[0]["machine"])
-    out.with_suffix(".json").write_text(json.dumps(merged, indent=2))
-    out.with_suffix(".md").write_text(table(merged["summary"], len(rows)) + "\n")
-    plot(merged["summary"], rows, out.with_suffix(".png"))
     print(table(merged["summary"], len(rows)))
+    save_results(out, merged, table(merged["summary"], len(rows)), lambda path: plot(merged["summary"], rows, path))
     return 0
 
 
@@ -209,7 +198,7 @@ def main() -> int:
     if args.oversample:
         pcfg.oversample = args.oversample
     t_start = time.perf_counter()
-    info = machine()
+    info = machine_info(torch_threads=1)
     p_dir = Path(args.p_model) if args.p_model else resolve_model(pcfg.base_model, cfg.models_dir)
     t_dir = resolve_model(cfg.traditional.model, cfg.models_dir)
     print(f"machine: {info}", flush=True)
@@ -271,14 +260,12 @@ def main() -> int:
         report = {"machine": info, "args": vars(args), "config": pcfg.model_dump(mode="json"),
                   "p_model": p_dir.name, "t_model": t_dir.name, "users": rows, "summary": summary,
                   "minutes": round((time.perf_counter() - t_start) / 60, 2)}
-        out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-        out.with_suffix(".md").write_text(table(summary, len(rows)) + "\n")
-        plot(summary, rows, out.with_suffix(".png"))
+        save_results(out, report, table(summary, len(rows)), lambda path, s=summary: plot(s, rows, path))
     if not rows:
         print("no user finished", flush=True)
         return 1
     print(table(summarize(rows), len(rows)))
-    print(f"wrote {out.with_suffix('.json')}, .md, .png ({(time.perf_counter() - t_start) / 60:.1f} min)")
+    print(f"{(time.perf_counter() - t_start) / 60:.1f} min")
     return 0
 
 

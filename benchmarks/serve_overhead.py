@@ -43,15 +43,14 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pet.io import atomic_write_json, atomic_write_text  # noqa: E402
+from benchmarks.common import RESULTS, pyplot, save_results, utc_now  # noqa: E402
+from pet.io import atomic_write_json  # noqa: E402
 from pet.machine import machine_info  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results"
 DIRECT_PORTS = {"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "30100", "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "30164"}
 MODES = {"default": {}, "direct": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", **DIRECT_PORTS},
          "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", **DIRECT_PORTS}}
@@ -230,10 +229,7 @@ def table(res: dict) -> str:
 
 
 def plot(res: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     bars = [(f"{mode}\n{via}", v) for mode, r in res["modes"].items() for via, v in r["paths"].items()]
     x = np.arange(len(bars))
@@ -270,7 +266,7 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown mode(s) {unknown}; choose from {list(MODES)}")
     res: dict = {"machine": machine_info(), "rounds": args.rounds, "modes": {},
-                 "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                 "when": utc_now()}
     out = Path(args.out)
     for mode in modes:
         raw = out.with_name(f".{out.name}.{mode}.raw.json")
@@ -285,11 +281,8 @@ def main() -> int:
         raw.unlink()
         res["modes"][mode] = summarise(data["samples"]) | {"load_avg_end": data["load_avg_end"]}
     md = table(res)
-    atomic_write_json(out.with_suffix(".json"), res)
-    atomic_write_text(out.with_suffix(".md"), f"# serve_overhead ({res['when']})\n\n" + md)
-    plot(res, out.with_suffix(".png"))
     print("\n" + md)
-    print(f"wrote {out.with_suffix('.json')}, .md, .png")
+    save_results(out, res, f"# serve_overhead ({res['when']})\n\n" + md, lambda path: plot(res, path))
     return 0
 
 

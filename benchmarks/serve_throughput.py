@@ -17,29 +17,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from pet.machine import machine_info
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-RESULTS = Path(__file__).resolve().parent / "results"
 
-
-def machine() -> dict:
-    """nproc, CPU model, load and thread settings."""
-    return machine_info(torch_threads_per_replica=1, loadavg_start=os.getloadavg())
-
-
-def pct(xs: list[float], q: float) -> float:
-    """The q-quantile (0..1) of xs by nearest rank."""
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+from benchmarks.common import RESULTS, pct, pyplot, save_results, utc_now  # noqa: E402
+from pet.machine import machine_info  # noqa: E402
 
 
 async def closed_loop(handle, payload: dict, concurrency: int, total: int) -> dict:
@@ -91,11 +80,7 @@ async def overhead(url: str, handle, n: int) -> dict:
 
 def plot(results: dict, path: Path) -> None:
     """req/s by concurrency, batched vs unbatched."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, rows in results["throughput"].items():
         ax.plot([r["concurrency"] for r in rows], [r["req_per_s"] for r in rows], marker="o", label=name)
@@ -143,13 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from pet.config.loader import parse_config
     from pet.serve.app import build_app, logging_config
     from pet.serve.control import http_options, wait_healthy
     from pet.traditional.deployment import Traditional
 
-    info = machine()
+    info = machine_info(torch_threads_per_replica=1, loadavg_start=os.getloadavg())
     levels = [int(x) for x in args.levels.split(",")]
     port = 8765
     cfg = parse_config({
@@ -199,15 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         for a, b in zip(res["throughput"]["batching on"], res["throughput"]["batching off"], strict=True)}
     res.update(machine=info, max_new_tokens=args.max_new_tokens, max_batch_size=args.max_batch_size,
                model="smollm2-135m-instruct (fp32, torch)", wall_s=round(time.monotonic() - t_start, 1),
-               when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
+               when=utc_now())
     md = table(res)
-    out.with_suffix(".md").write_text(f"# serve_throughput ({res['when']})\n\n" + md)
-    plot(res, out.with_suffix(".png"))
     print("\n" + md)
-    print(f"wrote {out.with_suffix('.json')}, .md, .png")
+    save_results(args.out, res, f"# serve_throughput ({res['when']})\n\n" + md, lambda path: plot(res, path))
     return 0
 
 

@@ -1,14 +1,22 @@
 """The router: calibrated P -> E -> T escalation.
 
-- :mod:`pet.router.calibrate`: calibrators (isotonic by PAVA, logistic) from confidence signals to P(good enough).
-- :mod:`pet.router.policy`: ``RouterPolicy`` (``cascade``, ``pregen``, ``stacked``), ``RouteState``/``Decision``,
-  the fitted router file.
-- :mod:`pet.router.fit`: labelling (ROUGE-L vs references or agreement with T), the embedding / stacked
-  scorers (good-enough label or gain of escalating, cross-validated L2) and threshold selection for a cloud
-  budget or a quality target; used by ``pet router calibrate``.
+Deciding (what runs on every query):
+
 - :mod:`pet.router.router`: ``Router``, the one object that makes every escalation decision (the device step,
   the expert domain, the E -> T judgement); the device client and the gateway call it.
-- :mod:`pet.router.queries`: labelled query sets from offline text.
+- :mod:`pet.router.policy`: ``RouterPolicy`` (``cascade``, ``pregen``, ``stacked``; the ``POLICIES`` table),
+  ``RouteState``/``Decision``, and ``RouterFile``, the fitted router file a policy reads.
+- :mod:`pet.router.calibrate`: calibrators (isotonic by PAVA, logistic) from confidence signals to P(good enough).
+- :mod:`pet.router.scorers`: the linear scorers over the query embedding (``pregen``, ``stacked``).
+- :mod:`pet.router.domains`: ``DomainClassifier``, which expert domain a query belongs to.
+- :mod:`pet.router.defaults`: the calibration shipped for the default P.
 
-Everything here is numpy-only so the device client can import it without torch.
+Fitting (offline, ``pet router label`` then ``pet router calibrate``):
+
+- :mod:`pet.router.label`: the labelled JSONL format, and making it from your own queries with your own tiers.
+- :mod:`pet.router.fit`: good-enough labels (ROUGE-L vs references or agreement with T), the cross-validated
+  embedding scorers, and thresholds for a cloud budget or a quality target.
+
+The deciding modules are numpy-only so the device client can import them without torch; fitting and labelling
+import torch only inside the functions that load models.
 """
