@@ -170,12 +170,11 @@ def _personalize(args: argparse.Namespace) -> int:
     from pet.personal.personalize.store import check_user
 
     cfg = _config(args.config)
-    pcfg = cfg.personalization
     _guard(check_user, args.user)
-    if args.steps is not None:
-        if args.steps < 1:
-            raise CLIError("--steps must be >= 1")
-        pcfg.steps = args.steps
+    if args.steps is not None and args.steps < 1:
+        raise CLIError("--steps must be >= 1")
+    pcfg = cfg.personalization.updated(steps=args.steps)
+    cfg = cfg.model_copy(update={"personalization": pcfg})
     if args.data:
         records = _guard(load_data_file, args.data, pcfg.max_data_bytes)
     else:

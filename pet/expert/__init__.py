@@ -1,6 +1,9 @@
-"""Expert domains (the E tier's data side): a registry of LoRA adapters per domain, their training and
-evaluation, T-driven data synthesis, domain recipes and the MiniLM domain classifier.
+"""The expert (E) tier: a registry of LoRA adapters per domain (``registry``), registration end to end
+(``register``: validate, synthesise, train, accept, store, credit the contributor), the domain's training and
+held-out evaluation (``train``, on the shared trainer of :mod:`pet.models.lora`), domain data (``data``),
+T-driven data synthesis (``synth``), built-in domain recipes (``recipes``), the shipped starter adapters
+(``starter``) and the Serve deployment that multiplexes adapters over one base (``pool``).
 
-The serving side (loading adapters into a multiplexed pool) lives in :mod:`pet.serve`; it reads domains
+Which domain a query belongs to is the router's decision (:mod:`pet.router.domains`); it reads domains
 through :class:`pet.expert.registry.ExpertRegistry`.
 """
