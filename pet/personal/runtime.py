@@ -225,7 +225,7 @@ class DeviceModel(TierBackend):
         return self._step(list(ids), 0, self._empty_past())[0]
 
     def perplexity(self, texts: Sequence[str], max_length: int = 256) -> float:
-        """Token-level perplexity over raw ``texts`` (each cut to ``max_length`` tokens), like pet.models.lm."""
+        """Token-level perplexity over raw ``texts`` (each cut to ``max_length`` tokens), as in pet.metrics."""
         nll, count = 0.0, 0
         for text in texts:
             ids = self.encode(text)[:max_length]

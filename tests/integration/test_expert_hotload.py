@@ -39,8 +39,8 @@ def experts(url: str) -> list[str]:
 
 
 def test_register_while_gateway_runs(serve_url, expert_registry, real_lm_dir, tmp_path):
+    from pet.config.schema.tiers import ExpertConfig
     from pet.expert.register import RegisterOptions, register_domain
-    from pet.expert.train import TrainSettings
     from pet.models.embed import Embedder
 
     data = tmp_path / "cooking.txt"
@@ -49,11 +49,12 @@ def test_register_while_gateway_runs(serve_url, expert_registry, real_lm_dir, tm
     queries.write_text("\n".join(QUERIES))
     assert "cooking" not in experts(serve_url)
 
-    settings = TrainSettings(steps=2, batch_size=2, max_seq_len=48, learning_rate=1e-3, warmup_steps=1, threads=1)
-    opts = RegisterOptions(examples=queries, force=True, heldout_fraction=0.25, max_heldout=2, chunk_chars=300,
-                           progress=False)
+    expert = ExpertConfig(training={"steps": 2, "batch_size": 2, "max_seq_len": 48, "learning_rate": 1e-3,
+                                    "warmup_steps": 1, "heldout_fraction": 0.25, "max_heldout": 2},
+                          data={"chunk_chars": 300})
+    opts = RegisterOptions(examples=queries, force=True, progress=False)
     res = register_domain(expert_registry, "cooking", data, real_lm_dir, "smollm2-135m-instruct",
-                          Embedder(threads=1), settings, opts, log=lambda m: None)
+                          Embedder(threads=1), expert, opts, log=lambda m: None, threads=1)
     try:
         # The example queries plus snippets of the training chunks.
         assert res.record.manifest["exemplar_source"] == "examples+data" and res.report.steps == 2
