@@ -30,7 +30,11 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import DATA  # noqa: E402
+from pet.io import atomic_write_text  # noqa: E402
+
 QUERY_SET = DATA / "routing_queries.jsonl"
 QUERY_MIX = dict(n_python=600, n_personal=600, n_general=300, seed=0)  # the 1500-query set
 
@@ -211,10 +215,7 @@ def main() -> int:
     check()
     if args.check:
         return 0
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import torch  # noqa: F401  (it adds an inspect function to the python pool: the written set was built with it)
-
-    from pet.io import atomic_write_text
 
     queries = build_query_set(**QUERY_MIX)
     if args.out.is_file():
