@@ -97,6 +97,26 @@ def _read_text(path: Path, max_bytes: int, what: str) -> tuple[str, bytes]:
     return text, raw
 
 
+def _pack(parts: list[str], sep: str, limit: int) -> list[str]:
+    """Join consecutive ``parts`` with ``sep`` while the result stays within ``limit`` characters."""
+    out: list[str] = []
+    cur = ""
+    for p in parts:
+        if cur and len(cur) + len(sep) + len(p) > limit:
+            out.append(cur)
+            cur = ""
+        cur = f"{cur}{sep}{p}" if cur else p
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _hard_cut(line: str, limit: int) -> list[str]:
+    """``line`` in pieces of ``limit`` characters (the last one shorter)."""
+    cuts = [line[i:i + limit] for i in range(0, len(line) - limit, limit)] if len(line) > limit else []
+    return cuts + [line[len(cuts) * limit:]]
+
+
 def chunk_text(text: str, chunk_chars: int = 1000) -> list[str]:
     """Pack paragraphs (blank-line separated) into chunks of at most about ``chunk_chars`` characters.
 
@@ -107,31 +127,10 @@ def chunk_text(text: str, chunk_chars: int = 1000) -> list[str]:
     for p in paras:
         if len(p) <= chunk_chars:
             pieces.append(p)
-            continue
-        buf = ""
-        for line in p.split("\n"):
-            while len(line) > chunk_chars:
-                if buf:
-                    pieces.append(buf)
-                    buf = ""
-                pieces.append(line[:chunk_chars])
-                line = line[chunk_chars:]
-            if buf and len(buf) + 1 + len(line) > chunk_chars:
-                pieces.append(buf)
-                buf = ""
-            buf = f"{buf}\n{line}" if buf else line
-        if buf:
-            pieces.append(buf)
-    chunks: list[str] = []
-    cur = ""
-    for p in pieces:
-        if cur and len(cur) + 2 + len(p) > chunk_chars:
-            chunks.append(cur)
-            cur = ""
-        cur = f"{cur}\n\n{p}" if cur else p
-    if cur:
-        chunks.append(cur)
-    return [c for c in chunks if c.strip()]
+        else:
+            lines = [cut for line in p.split("\n") for cut in _hard_cut(line, chunk_chars)]
+            pieces.extend(_pack(lines, "\n", chunk_chars))
+    return [c for c in _pack(pieces, "\n\n", chunk_chars) if c.strip()]
 
 
 def _parse_jsonl(path: Path, text: str) -> list[Sample]:
