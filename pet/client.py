@@ -96,7 +96,7 @@ class HttpTransport:
         try:
             return status, json.loads(raw) if raw else None
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise GatewayError(None, "not_json", f"gateway answered HTTP {status} without JSON") from None
+            raise GatewayError(status, "not_json", "the gateway's reply is not JSON") from None
 
 
 def error_code(body: Any) -> str | None:

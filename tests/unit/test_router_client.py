@@ -179,3 +179,27 @@ def test_stacked_policy_embeds_runs_p_then_decides(tiny_lm, threshold):
     assert ans.tier == "p" and "stacked predicted P quality" in ans.reason
     assert ans.decisions[1]["action"] == ("answer_p" if threshold == 0.0 else "escalate")
     assert ans.degraded is (threshold == 1.0)  # escalated to a closed port: P's answer, marked degraded
+
+
+def test_gateway_client_seals_and_reports_errors_with_one_type(tmp_path):
+    """pet.client.GatewayClient (the CLI's and personalisation's client too): sealed when keys are published,
+    and every failure is one GatewayError with status and code."""
+    from pet.client import GatewayError
+    from pet.security.keys import ensure_keys
+
+    cfg = PetConfig()
+    cfg.crypto.keys_dir = str(tmp_path / "keys")
+    ensure_keys(cfg)
+    seen: list = []
+    srv, url = fake_gateway(cfg, seen)
+    try:
+        out, sealed = GatewayClient(url, "bob").call("/v1/generate", {"prompt": "hi", "request_id": "r1"})
+        assert sealed and out["text"] == "from the cloud" and seen[-1]["prompt"] == "hi"
+        with pytest.raises(GatewayError) as err:
+            GatewayClient(url, "bob", encrypt="never").generate({"prompt": "hi"})
+        assert (err.value.status, err.value.code) == (400, "plaintext_refused") and "HTTP 400" in str(err.value)
+    finally:
+        srv.shutdown()
+    with pytest.raises(GatewayError) as err:
+        GatewayClient(f"http://127.0.0.1:{closed_port()}", connect_timeout_s=1.0).status()
+    assert err.value.status is None and err.value.code == "unreachable"
