@@ -119,8 +119,9 @@ def fake_gateway(cfg, seen: list):
     return serve(Gw)
 
 
-@pytest.mark.parametrize("encrypt", ["auto", "never"])
-def test_escalation_is_sealed_with_hpke(tiny_lm, tmp_path, encrypt):
+@pytest.fixture
+def sealing_gateway(tmp_path):
+    """(url, payloads seen) of a fake gateway with fresh keys that refuses plaintext."""
     from pet.security.keys import ensure_keys
 
     cfg = PetConfig()
@@ -128,22 +129,26 @@ def test_escalation_is_sealed_with_hpke(tiny_lm, tmp_path, encrypt):
     ensure_keys(cfg)
     seen: list = []
     srv, url = fake_gateway(cfg, seen)
-    try:
-        client = DeviceClient(tiny_lm, Router(make_policy("cascade", ALWAYS_ESCALATE)), url, user_id="alice",
-                              encrypt=encrypt, max_new_tokens=4)
-        ans = client.ask("what does os.path.join do?")
-        if encrypt == "never":  # refused plaintext and not allowed to encrypt: P answers, degraded
-            assert ans.tier == "p" and ans.degraded and "plaintext_refused" in ans.reason
-            assert seen == ["plaintext"]
-            return
-        assert (ans.tier, ans.domain, ans.text, ans.encrypted, ans.degraded) == ("e", "python", "from the cloud",
-                                                                                  True, False)
-        assert ans.escalation == ["p", "e"] and "answered by E (python)" in ans.reason
-        assert seen[0]["tier"] == "auto" and seen[0]["prompt"] == "what does os.path.join do?"
-        assert seen[0]["user"] == "alice"
-        assert "plaintext" not in seen  # keys were published: the prompt never crossed the wire in clear
-    finally:
-        srv.shutdown()
+    yield url, seen
+    srv.shutdown()
+
+
+@pytest.mark.parametrize("encrypt", ["auto", "never"])
+def test_escalation_is_sealed_with_hpke(tiny_lm, sealing_gateway, encrypt):
+    url, seen = sealing_gateway
+    client = DeviceClient(tiny_lm, Router(make_policy("cascade", ALWAYS_ESCALATE)), url, user_id="alice",
+                          encrypt=encrypt, max_new_tokens=4)
+    ans = client.ask("what does os.path.join do?")
+    if encrypt == "never":  # refused plaintext and not allowed to encrypt: P answers, degraded
+        assert ans.tier == "p" and ans.degraded and "plaintext_refused" in ans.reason
+        assert seen == ["plaintext"]
+        return
+    assert (ans.tier, ans.domain, ans.text, ans.encrypted, ans.degraded) == ("e", "python", "from the cloud",
+                                                                              True, False)
+    assert ans.escalation == ["p", "e"] and "answered by E (python)" in ans.reason
+    assert seen[0]["tier"] == "auto" and seen[0]["prompt"] == "what does os.path.join do?"
+    assert seen[0]["user"] == "alice"
+    assert "plaintext" not in seen  # keys were published: the prompt never crossed the wire in clear
 
 
 def test_bad_url_is_a_clear_error():
@@ -181,25 +186,17 @@ def test_stacked_policy_embeds_runs_p_then_decides(tiny_lm, threshold):
     assert ans.degraded is (threshold == 1.0)  # escalated to a closed port: P's answer, marked degraded
 
 
-def test_gateway_client_seals_and_reports_errors_with_one_type(tmp_path):
+def test_gateway_client_seals_and_reports_errors_with_one_type(sealing_gateway):
     """pet.client.GatewayClient (the CLI's and personalisation's client too): sealed when keys are published,
     and every failure is one GatewayError with status and code."""
     from pet.client import GatewayError
-    from pet.security.keys import ensure_keys
 
-    cfg = PetConfig()
-    cfg.crypto.keys_dir = str(tmp_path / "keys")
-    ensure_keys(cfg)
-    seen: list = []
-    srv, url = fake_gateway(cfg, seen)
-    try:
-        out, sealed = GatewayClient(url, "bob").call("/v1/generate", {"prompt": "hi", "request_id": "r1"})
-        assert sealed and out["text"] == "from the cloud" and seen[-1]["prompt"] == "hi"
-        with pytest.raises(GatewayError) as err:
-            GatewayClient(url, "bob", encrypt="never").generate({"prompt": "hi"})
-        assert (err.value.status, err.value.code) == (400, "plaintext_refused") and "HTTP 400" in str(err.value)
-    finally:
-        srv.shutdown()
+    url, seen = sealing_gateway
+    out, sealed = GatewayClient(url, "bob").call("/v1/generate", {"prompt": "hi", "request_id": "r1"})
+    assert sealed and out["text"] == "from the cloud" and seen[-1]["prompt"] == "hi"
+    with pytest.raises(GatewayError) as err:
+        GatewayClient(url, "bob", encrypt="never").generate({"prompt": "hi"})
+    assert (err.value.status, err.value.code) == (400, "plaintext_refused") and "HTTP 400" in str(err.value)
     with pytest.raises(GatewayError) as err:
         GatewayClient(f"http://127.0.0.1:{closed_port()}", connect_timeout_s=1.0).status()
     assert err.value.status is None and err.value.code == "unreachable"
