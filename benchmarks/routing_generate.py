@@ -11,7 +11,7 @@ then sweeps thresholds over the cache without generating again. The queries are 
 
 - T: SmolLM2-135M-Instruct (torch, fp32).
 - E: the registered expert of the domain the DomainClassifier picks (base + LoRA adapter, loaded as
-  ``pet router label`` loads it: :func:`pet.router.label.experts_from_config`); queries with no domain, or every
+  ``pet router label`` loads it: :func:`pet.calibration.experts_from_config`); queries with no domain, or every
   query when no expert is registered, reuse T's answer (E's base *is* T's model).
 - P: a device bundle (onnxruntime, pet.personal.runtime.DeviceModel) when one exists under models/bundles/;
   otherwise a stand-in: SmolLM2 with some middle layers removed (torch), which is what a distilled student
@@ -29,8 +29,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import DATA, RESULTS  # noqa: E402
+from pet.calibration import experts_from_config  # noqa: E402
 from pet.io import atomic_write_json  # noqa: E402
-from pet.router.label import answer_record, experts_from_config, read_queries  # noqa: E402
+from pet.router.label import answer_record, read_queries  # noqa: E402
 
 QUERY_SET = DATA / "routing_queries.jsonl"
 REVERSE = False

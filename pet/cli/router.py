@@ -64,9 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _label(args: argparse.Namespace) -> int:
+    from pet.calibration import label_file
     from pet.config.loader import load_config
     from pet.personal.runtime import BundleError
-    from pet.router.label import label_file
 
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise CLIError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
@@ -88,9 +88,9 @@ def _label(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    from pet.calibration import fit_router_file
     from pet.config.loader import load_config
     from pet.router.calibrate import CALIBRATORS
-    from pet.router.fit import fit_router_file
     from pet.router.policy import POLICIES
 
     if args.calibrator not in CALIBRATORS:

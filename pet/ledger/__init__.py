@@ -1,4 +1,4 @@
-"""Usage metering and contribution rewards (interface 5).
+"""Usage metering and contribution rewards.
 
     from pet.ledger import Ledger, LedgerError, Meter
     led = Ledger.from_config(cfg)          # or Ledger(path, prices, reward_per_sample)

@@ -35,14 +35,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pet.metrics import rouge_l
 from pet.router.calibrate import Calibrator, GeomeanCalibrator, features_of, fit_logistic, fit_ridge, make_calibrator
-from pet.router.label import query_embeddings, read_labelled
 from pet.router.policy import RouterFile
 from pet.router.scorers import TARGETS, EmbeddingScorer, StackedScorer, link
 
@@ -367,17 +365,3 @@ def fit_router(records: Sequence[dict[str, Any]], cloud_budget: float | None = 0
             info["stacked_on_calibration"] = summary(fit.scored["stacked"], out.stacked_threshold)
     out.info = info
     return out
-
-
-def fit_router_file(data: str | Path, cfg: Any, embed: bool = True, for_default_p: bool = False,
-                    log: Callable[[str], None] = print, **options: Any) -> RouterFile:
-    """``pet router calibrate``: read the labelled file, embed its queries for the pregen and stacked scorers
-    (unless ``embed`` is False), :func:`fit_router` with ``options``, and with ``for_default_p`` record the default
-    P's recipe (the data must hold answers of that bundle)."""
-    records = read_labelled(data)
-    fitted = fit_router(records, embeddings=query_embeddings(records, cfg, log) if embed else None, **options)
-    if for_default_p:
-        from pet.personal.bundle.default import default_bundle_recipe
-
-        fitted.p_bundle = default_bundle_recipe(cfg)
-    return fitted

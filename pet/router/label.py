@@ -20,7 +20,7 @@ The labelled file holds one query a line::
 
 How "good enough" is judged from it: :mod:`pet.router.fit`. Every tier answers greedily with the same
 ``max_new_tokens`` (the device's, which it also sends when it escalates), so the answers are those the
-deployed tiers would give.
+deployed tiers would give. Loading the configured tiers and writing the file is :mod:`pet.calibration`'s.
 """
 
 from __future__ import annotations
@@ -193,57 +193,6 @@ def query_embedder(cfg: Any) -> Any:
     return embedder_from_config(cfg)
 
 
-def experts_from_config(cfg: Any) -> Experts | None:
-    """The registered experts (None when there are none): domain choice by the configured domain classifier, each
-    domain's model = ``expert.base_model`` with its adapter, as the expert pool serves it."""
-    from pet.expert.registry import ExpertRegistry
-    from pet.models.lm import CausalLM
-    from pet.paths import resolve_model
-    from pet.router.domains import DomainClassifier
-
-    registry = ExpertRegistry.from_config(cfg)
-    if not registry.names():
-        return None
-    classifier = DomainClassifier.from_registry(registry, query_embedder(cfg),
-                                                floor=cfg.router.domain_similarity_floor)
-
-    def domain_of(texts: Sequence[str]) -> list[str | None]:
-        return [d for d, _ in classifier.classify_batch(list(texts))]
-
-    def load(domain: str) -> Any:
-        from peft import PeftModel
-
-        lm = CausalLM.load(resolve_model(cfg.expert.base_model, cfg.models_dir), threads=cfg.expert.torch_threads)
-        lm.model = PeftModel.from_pretrained(lm.model, str(registry.adapter_dir(domain))).eval()
-        return lm
-
-    return Experts(domain_of, load)
-
-
-def tiers_from_config(cfg: Any, bundle: str | Path | None = None, runtime: str | None = None,
-                      allow_unsigned: bool = False, log: Log = print) -> Tiers:
-    """P from the device bundle (``bundle``, else ``personal.bundle``; ``default`` is built when missing), T from
-    ``traditional.model`` and the registered experts (:func:`experts_from_config`), all local."""
-    from pet.models.lm import CausalLM
-    from pet.paths import resolve_model
-    from pet.personal.bundle.default import DEFAULT, ensure_default_bundle, resolve_bundle
-    from pet.personal.bundle.sign import trusted_public_key_path
-    from pet.personal.runtime import load_model
-
-    if bundle is None and cfg.personal.bundle == DEFAULT:
-        bundle = ensure_default_bundle(cfg, log)
-    bundle = bundle or resolve_bundle(cfg)
-    if not bundle:
-        raise ValueError("no P: pass --bundle or set personal.bundle in the configuration")
-    p = load_model(bundle, runtime, num_threads=cfg.personal.num_threads, public_key=trusted_public_key_path(cfg),
-                   allow_unsigned=allow_unsigned)
-    t = CausalLM.load(resolve_model(cfg.traditional.model, cfg.models_dir), threads=cfg.traditional.torch_threads)
-    experts = experts_from_config(cfg)
-    if experts is None:
-        log("no experts registered: no E answers (every escalation goes to T)")
-    return Tiers(p, t, experts)
-
-
 def query_embeddings(records: Sequence[dict[str, Any]], cfg: Any, log: Log = print) -> np.ndarray:
     """[n, d] query embeddings for the pregen and stacked scorers: the records' own ``embedding`` when every
     record has one, else computed with :func:`query_embedder`."""
@@ -251,19 +200,3 @@ def query_embeddings(records: Sequence[dict[str, Any]], cfg: Any, log: Log = pri
         return np.array([r["embedding"] for r in records], dtype=np.float64)
     log(f"embedding {len(records)} queries for the pregen and stacked models ...")
     return query_embedder(cfg).encode([r["query"] for r in records])
-
-
-def label_file(queries: str | Path, out: str | Path, cfg: Any, bundle: str | Path | None = None,
-               runtime: str | None = None, max_new_tokens: int | None = None, batch: int = 8,
-               log: Log = print) -> list[dict[str, Any]]:
-    """``pet router label``: read the query file, load the configured tiers, label every query, write ``out``.
-
-    ``max_new_tokens`` defaults to the device's (``personal.generation.max_new_tokens``). Returns the records.
-    """
-    todo = read_queries(queries)
-    tiers = tiers_from_config(cfg, bundle, runtime, log=log)
-    mnt = max_new_tokens or cfg.personal.generation.max_new_tokens
-    log(f"{len(todo)} queries, max_new_tokens={mnt}")
-    records = label_queries(todo, tiers, mnt, batch, log)
-    write_labelled(records, out)
-    return records

@@ -16,8 +16,8 @@ def test_the_demo_session_uses_every_tier_and_adds_up_with_the_ledger(serve_conf
                                                                        expert_registry):
     from pet.demo import SESSION, ledger_rows, run_session, summarize
     from pet.expert.starter import install_starters
-    from pet.personal.bundle.default import ensure_default_bundle
     from pet.ledger import Ledger
+    from pet.personal.bundle.default import ensure_default_bundle
     from pet.personal.bundle.sign import trusted_public_key_path
     from pet.personal.device import DeviceClient
     from pet.personal.runtime import load_model

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from pet.router.fit import fit_router_file
+from pet.calibration import fit_router_file
 from pet.router.label import Experts, Tiers, label_queries, read_labelled, read_queries, write_labelled
 from pet.router.policy import RouterFile
 
