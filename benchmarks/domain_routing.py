@@ -130,12 +130,13 @@ def main() -> int:
 
     import torch
 
-    from pet.models.embed import Embedder
+    from pet.config.loader import load_config
+    from pet.models.embed import embedder_from_config
     from pet.paths import models_dir
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    emb = Embedder(threads=1)
+    emb = embedder_from_config(load_config(None))  # the configured embedder, as the gateway's classifier
     reg = ExpertRegistry(args.registry or models_dir() / "experts")
     with tempfile.TemporaryDirectory() as tmp:
         sets, origin = exemplar_sets(emb, reg, Path(tmp))

@@ -181,7 +181,7 @@ def main() -> int:
 
     torch.set_num_threads(1)
     from pet.config.loader import load_config
-    from pet.models.embed import Embedder
+    from pet.models.embed import embedder_from_config
     from pet.models.lm import CausalLM
     from pet.models.lora import load_base
     from pet.paths import resolve_model
@@ -209,7 +209,7 @@ def main() -> int:
     print(f"{len(users)} users with >= 100 messages; evaluating {len(chosen)}", flush=True)
     base, tok = load_base(p_dir)
     t_lm = CausalLM.load(t_dir, threads=1)
-    emb = Embedder(threads=1)
+    emb = embedder_from_config(cfg)
     rows: list[dict] = []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -229,9 +229,10 @@ def main() -> int:
     write_labelled(cal, RESULTS / f"routing_calibration{SUFFIX}.jsonl")
     print(f"{len(records)} queries with all tiers cached: {len(cal)} calibration, {len(test)} test", flush=True)
 
-    from pet.models.embed import Embedder
+    from pet.config.loader import load_config
+    from pet.models.embed import embedder_from_config
 
-    emb_model = Embedder(threads=1)
+    emb_model = embedder_from_config(load_config(None))  # the configured embedder, as `pet router calibrate`
     t0 = time.perf_counter()
     emb = {r["id"]: v for r, v in zip(records, emb_model.encode([r["query"] for r in records]), strict=True)}
     embed_ms = 1000 * (time.perf_counter() - t0) / len(records)
