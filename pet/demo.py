@@ -51,11 +51,15 @@ class Turn:
 
 
 def _versus(score: float, op: str, threshold: float) -> str:
-    """``0.8379 < 0.8381``: as many decimals (3 to 6) as it takes for unequal numbers to print unequal."""
+    """``0.8379 < 0.8381``: as many decimals (3 to 6) as it takes for unequal numbers to print unequal; closer
+    than that, the gap is printed too (``0.838235 < 0.838235 (by 3e-08)``)."""
     digits = 3
-    while digits < 6 and score != threshold and f"{score:.{digits}f}" == f"{threshold:.{digits}f}":
+    while digits < 6 and f"{score:.{digits}f}" == f"{threshold:.{digits}f}" and score != threshold:
         digits += 1
-    return f"{score:.{digits}f} {op} {threshold:.{digits}f}"
+    text = f"{score:.{digits}f} {op} {threshold:.{digits}f}"
+    if score != threshold and f"{score:.{digits}f}" == f"{threshold:.{digits}f}":
+        text += f" (by {abs(score - threshold):.0e})"
+    return text
 
 
 def why(ans: Any) -> str:
