@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 Row = tuple[Sequence[int], Sequence[int]]  # (input ids, labels): a label of -100 is not scored
+Item = str | tuple[str, str]  # a text, or (prefix, text): only the continuation after the prefix is scored
 
 
 @lru_cache(maxsize=1)
@@ -33,6 +34,22 @@ def _scorer() -> Any:
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F-measure of ``prediction`` against ``reference`` (0 when either has no tokens)."""
     return float(_scorer().score(reference, prediction)["rougeL"].fmeasure)
+
+
+def encode_items(tok: Any, items: Sequence[Item], max_len: int) -> list[Row]:
+    """(token ids, labels) per item, the labels -100 on the prefix; items with nothing to score dropped."""
+    out = []
+    for it in items:
+        prefix, text = ("", it) if isinstance(it, str) else it
+        ids = tok(text, add_special_tokens=False, truncation=True, max_length=max_len)["input_ids"]
+        skip = 0
+        if prefix:
+            pids = tok(prefix, add_special_tokens=False)["input_ids"]
+            # Score only the continuation when the prefix tokenizes identically inside the text.
+            skip = len(pids) if ids[: len(pids)] == pids else 0
+        if len(ids) - max(skip, 1) >= 1:
+            out.append((ids, [-100] * skip + ids[skip:]))
+    return out
 
 
 def pad_batch(rows: Sequence[Row], pad_id: int) -> tuple[Any, Any, Any]:

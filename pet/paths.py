@@ -109,12 +109,17 @@ def state_dir(configured_models_dir: str | None = None) -> Path:
     return layout().state
 
 
+T_VERSIONS = "traditional"  # <models_dir>/traditional/NAME-vN: the T versions `pet traditional upgrade` writes
+
+
 def resolve_model(ref: str, configured_models_dir: str | None = None) -> Path:
-    """Turn a validated model reference (builtin name or absolute folder) into a folder path."""
+    """Turn a validated model reference (builtin name, absolute folder, or T version ``NAME-vN``) into a folder."""
     path = Path(ref)
     if path.is_absolute():
         return path
-    return models_dir(configured_models_dir) / ref
+    root = models_dir(configured_models_dir)
+    version = root / T_VERSIONS / ref
+    return version if not (root / ref).exists() and version.is_dir() else root / ref
 
 
 def pinned_paths() -> dict[str, str]:

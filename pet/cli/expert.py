@@ -32,12 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = es.add_parser("register", help="train, evaluate and register a domain from a data file")
     r.add_argument("name", help="domain name: a slug such as 'python' or 'tax-law'")
-    r.add_argument("--data", required=True, help=".txt text, or .jsonl with 'text' or 'prompt'/'response' fields")
+    r.add_argument("--data", default=None, help=".txt text, or .jsonl with 'text' or 'prompt'/'response' fields "
+                                                "(required unless --rebase of a domain with a recipe)")
     r.add_argument("--examples", default=None, help="routing example queries: one per line (.txt) or .jsonl")
     r.add_argument("--synthesize", type=int, default=0, metavar="N",
                    help="ask the T model for N extra question/answer pairs seeded by the data")
     r.add_argument("--replace", action="store_true", help="overwrite an existing domain of that name")
     r.add_argument("--force", action="store_true", help="register even if the adapter does not improve the base")
+    r.add_argument("--rebase", action="store_true", help="retrain a registered domain on the T version in force "
+                                                         "(after pet traditional use); data from --data or its recipe")
     r.add_argument("--steps", type=int, default=None, help="override expert.training.steps")
     r.add_argument("--time-budget", type=float, default=None, help="override expert.training.time_budget_s")
     r.add_argument("--threads", type=int, default=None, help="torch threads (default: expert.torch_threads)")
@@ -92,7 +95,13 @@ def _cfg_and_registry(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _register(args: argparse.Namespace) -> int:
     from pet.expert.data import DataError
-    from pet.expert.register import NoImprovementError, RegisterOptions, contributed_samples, register_from_config
+    from pet.expert.register import (
+        NoImprovementError,
+        RegisterOptions,
+        contributed_samples,
+        rebase_from_config,
+        register_from_config,
+    )
     from pet.expert.registry import RegistryError
 
     if args.synthesize < 0:
@@ -106,9 +115,18 @@ def _register(args: argparse.Namespace) -> int:
     opts = RegisterOptions(examples=args.examples, synthesize=args.synthesize, replace=args.replace,
                            force=args.force, progress=not args.no_progress)
     log = lambda m: print(f"  {m}", flush=True)  # noqa: E731
+    if not args.rebase and args.data is None:
+        raise CLIError("--data is required (only --rebase may take the data from the domain's recipe)")
+    if args.rebase and (args.base or args.contributor):
+        raise CLIError("--rebase trains on the T version in force: it takes no --base or --contributor")
     try:
-        res = register_from_config(cfg, reg, args.name, args.data, opts, base=args.base, threads=args.threads,
-                                   contributor=args.contributor, log=log)
+        if args.rebase:
+            res = rebase_from_config(cfg, reg, args.name, args.data, opts, threads=args.threads, log=log)
+            if res is None:
+                return 0
+        else:
+            res = register_from_config(cfg, reg, args.name, args.data, opts, base=args.base, threads=args.threads,
+                                       contributor=args.contributor, log=log)
     except (DataError, RegistryError, NoImprovementError) as err:
         raise CLIError(str(err)) from None
     rep = res.report

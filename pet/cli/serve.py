@@ -148,6 +148,10 @@ def _status(args: argparse.Namespace) -> int:
     print(f"  experts registered: {', '.join(names) or 'none'}")
     for replica, loaded in ex.get("loaded_adapters", {}).items():
         print(f"  adapters loaded on {replica}: {', '.join(loaded) or 'none'}")
+    t = st.get("traditional")
+    if t:
+        extra = f", merged {','.join(t['experts'])} into {t['parent']} ({t['method']})" if t.get("experts") else ""
+        print(f"  T version: {t['model']} ({t.get('source', '?')}{extra}); replica has {t.get('replica_model')}")
     r = st.get("router")
     if r:
         print(f"  router: {r['policy']}, calibration {r['calibration']}, P threshold {r['p_threshold']:.3f}, "

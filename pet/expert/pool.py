@@ -7,7 +7,9 @@ which Serve splits per multiplexed id, so every batch runs under one active adap
 
 Adapters come from the expert registry (``pet.expert.registry``), whose ``adapter_dir(name, verify=True)``
 checks the files' sha256 against the manifest; a ``CorruptAdapterError`` propagates to the gateway, which
-then answers from T for that request.
+then answers from T for that request. An adapter trained on another base than this replica's (another T version:
+its manifest's ``base_fingerprint``) is never applied: ``BaseMismatchError`` propagates the same way and names
+the fix (``pet expert register NAME --rebase``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Any
 from ray import serve
 
 from pet.models.engine import ModelLock, check_payload, resolve_payload, run_batch
+from pet.paths import resolve_model
 from pet.traditional.deployment import load_tier_model
+from pet.traditional.versions import model_fingerprint
 
 
 class LoadedAdapter:
@@ -46,6 +50,7 @@ class ExpertPool:
         self.cfg = PetConfig.model_validate(cfg_dict)
         ec = self.cfg.expert
         self.base = load_tier_model(ec.base_model, self.cfg.models_dir, ec.torch_threads)
+        self.base_fingerprint = model_fingerprint(resolve_model(ec.base_model, self.cfg.models_dir))
         self.peft: Any = None  # PeftModel wrapping the base once the first adapter is loaded
         self.lm: Any = None  # CausalLM over the PeftModel
         # PEFT adapter names are "<domain>@<registry fingerprint>", so a domain replaced in the registry while
@@ -87,10 +92,13 @@ class ExpertPool:
         """Make the registry's current adapter of ``domain`` the one in use (loading it if needed)."""
         from peft import PeftModel
 
+        from pet.expert.registry import check_base
         from pet.models.lm import CausalLM
 
         reg = self._registry()
-        name = f"{domain}@{reg.get(domain).fingerprint}"  # a manifest read: cheap, catches --replace
+        rec = reg.get(domain)  # a manifest read: cheap, catches --replace
+        check_base(rec, self.base_fingerprint, self.cfg.expert.base_model, self.cfg.models_dir)
+        name = f"{domain}@{rec.fingerprint}"
         with self.lock:
             if self._current(domain, name):
                 return

@@ -23,7 +23,7 @@ from typing import Any
 
 from pet.config.schema import PetConfig
 from pet.config.schema.tiers import ExpertConfig
-from pet.expert.data import DomainData, load_domain_data, load_queries, sample_queries, split_heldout
+from pet.expert.data import DataError, DomainData, load_domain_data, load_queries, sample_queries, split_heldout
 from pet.expert.registry import DomainExistsError, ExpertRecord, ExpertRegistry, check_name
 from pet.expert.train import TrainReport, train_lora
 
@@ -81,6 +81,7 @@ def register_domain(registry: ExpertRegistry, name: str, data: str | Path, base_
     NoImprovementError after training when the adapter does not help (registry unchanged in every case).
     """
     from pet.models.lora import load_base
+    from pet.traditional.versions import model_fingerprint
 
     t0 = time.perf_counter()
     opts, expert = opts or RegisterOptions(), expert or ExpertConfig()
@@ -109,7 +110,8 @@ def register_domain(registry: ExpertRegistry, name: str, data: str | Path, base_
             name, Path(tmp) / "adapter", exemplars, metrics, base_model, data_sha256=dd.sha256,
             replace=opts.replace,
             extra={"data": {"file": dd.path.name, "bytes": dd.bytes, "kind": dd.kind, **dd.stats},
-                   "exemplar_source": exemplar_source, "synthesis": synth_stats},
+                   "exemplar_source": exemplar_source, "synthesis": synth_stats,
+                   "base_fingerprint": model_fingerprint(base_dir)},  # the pool serves it on this base only
         )
     return RegisterResult(record=rec, report=report, seconds=time.perf_counter() - t0, synth=synth_stats)
 
@@ -195,7 +197,9 @@ def register_from_config(cfg: PetConfig, registry: ExpertRegistry, name: str, da
     """What ``pet expert register`` does: the models of ``cfg`` (T only when synthesising, the configured
     embedder), :func:`register_domain`, then the ledger credit of ``contributor`` for the text it trained on."""
     from pet.paths import resolve_model
+    from pet.traditional.versions import pin_in_force
 
+    cfg = pin_in_force(cfg)  # E shares the T version in force (see pet.traditional.versions)
     opts = opts or RegisterOptions()
     threads = threads or cfg.expert.torch_threads
     preflight(registry, name, data, opts, cfg.expert)  # cheap checks first: a bad input loads no model
@@ -221,3 +225,33 @@ def register_from_config(cfg: PetConfig, registry: ExpertRegistry, name: str, da
 def contributed_samples(res: RegisterResult) -> int:
     """Samples of the contributor's own text in the training split (at least 1)."""
     return max(res.report.train_samples - int(res.synth.get("kept", 0)), 1)
+
+
+def rebase_from_config(cfg: PetConfig, registry: ExpertRegistry, name: str, data: str | Path | None = None,
+                       opts: RegisterOptions | None = None, threads: int | None = None,
+                       log: Callable[[str], None] = print) -> RegisterResult | None:
+    """What ``pet expert register NAME --rebase`` does: retrain a registered domain on the T version in force
+    (T upgrading E) from ``data`` or, without it, the domain's recipe; None when it is already on that base."""
+    from pet.expert.recipes import RECIPES, get_recipe
+    from pet.expert.registry import base_fingerprint
+    from pet.paths import resolve_model
+    from pet.traditional.versions import model_fingerprint, pin_in_force
+
+    rec = registry.get(name)  # UnknownDomainError: only a registered domain can be rebased
+    pinned = pin_in_force(cfg)
+    target = model_fingerprint(resolve_model(pinned.expert.base_model, pinned.models_dir))
+    if base_fingerprint(rec, cfg.models_dir) == target:
+        log(f"expert {name!r} is already trained on {pinned.expert.base_model} ({target}); nothing to do")
+        return None
+    opts = opts or RegisterOptions()
+    opts.replace = True
+    with tempfile.TemporaryDirectory(prefix="pet-rebase-") as tmp:
+        if data is None:
+            if name not in RECIPES:
+                raise DataError(f"expert {name!r} has no recipe: give the data to retrain it on with --data FILE")
+            recipe = get_recipe(name)
+            data = Path(tmp) / f"{name}{recipe.suffix}"
+            out = recipe.write(data, None if opts.examples else Path(tmp) / "examples.txt")
+            opts.examples = opts.examples or out.examples_path
+        log(f"retraining {name!r} on {pinned.expert.base_model} ({target}); it was on {rec.base_model}")
+        return register_from_config(cfg, registry, name, data, opts, threads=threads, log=log)

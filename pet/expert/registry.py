@@ -65,6 +65,35 @@ class CorruptAdapterError(RegistryError, RuntimeError):
     """A registered file is missing or its sha256 does not match the manifest."""
 
 
+class BaseMismatchError(RegistryError, RuntimeError):
+    """An adapter was trained on another base (T version) than the one it would be served or merged on."""
+
+
+def base_fingerprint(rec: ExpertRecord, configured_models_dir: str | None = None) -> str:
+    """Fingerprint of the T ``rec`` was trained on: recorded at registration (``base_fingerprint``), else that of
+    the builtin or folder its manifest names (domains registered before fingerprints were recorded); "" if unknown.
+    """
+    from pet.config.schema.base import BUILTIN_MODELS
+    from pet.paths import resolve_model
+    from pet.traditional.versions import model_fingerprint
+
+    recorded = rec.manifest.get("base_fingerprint")
+    if recorded:
+        return str(recorded)
+    name = rec.base_model
+    folder = resolve_model(name, configured_models_dir) if name in BUILTIN_MODELS or Path(name).is_absolute() else None
+    return model_fingerprint(folder) if folder is not None and folder.is_dir() else ""
+
+
+def check_base(rec: ExpertRecord, fingerprint: str, base_name: str, configured_models_dir: str | None = None) -> None:
+    """Raise :class:`BaseMismatchError` unless ``rec`` was trained on the base with ``fingerprint``."""
+    trained_on = base_fingerprint(rec, configured_models_dir)
+    if trained_on != fingerprint:
+        raise BaseMismatchError(
+            f"expert {rec.name!r} was trained on base {rec.base_model} ({trained_on or 'unknown fingerprint'}), "
+            f"not on {base_name} ({fingerprint}); retrain it on this base: pet expert register {rec.name} --rebase")
+
+
 def check_name(name: str) -> str:
     """Return ``name`` if it is a slug (lowercase letters, digits, '-', '_'; 1-40 chars), else raise."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):

@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pet.config.schema.tiers import ExpertTrainingConfig
-from pet.metrics import Row, perplexity
-
-Item = str | tuple[str, str]
+from pet.metrics import Item, encode_items, perplexity
 
 
 @dataclass
@@ -60,22 +58,6 @@ class TrainReport:
         out = asdict(self)
         out["ppl_gain"] = self.ppl_gain
         return out
-
-
-def encode_items(tok: Any, items: Sequence[Item], max_len: int) -> list[Row]:
-    """(token ids, labels) per item, the labels -100 on the prefix; items with nothing to score dropped."""
-    out = []
-    for it in items:
-        prefix, text = ("", it) if isinstance(it, str) else it
-        ids = tok(text, add_special_tokens=False, truncation=True, max_length=max_len)["input_ids"]
-        skip = 0
-        if prefix:
-            pids = tok(prefix, add_special_tokens=False)["input_ids"]
-            # Score only the continuation when the prefix tokenizes identically inside the text.
-            skip = len(pids) if ids[: len(pids)] == pids else 0
-        if len(ids) - max(skip, 1) >= 1:
-            out.append((ids, [-100] * skip + ids[skip:]))
-    return out
 
 
 def _ema(losses: Sequence[float]) -> float:

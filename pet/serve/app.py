@@ -31,7 +31,9 @@ def build_app(cfg: PetConfig) -> Any:
     from pet.serve.augmenter import Augmenter
     from pet.serve.gateway import Gateway
     from pet.traditional.deployment import Traditional
+    from pet.traditional.versions import pin_in_force
 
+    cfg = pin_in_force(cfg)  # the T version in force (pet traditional use) becomes part of T's arguments
     cfg_dict = cfg.model_dump(mode="json")
     log_cfg = logging_config(cfg)
     t = Traditional.options(**cfg.traditional.deployment.serve_options(), logging_config=log_cfg).bind(cfg_dict)

@@ -42,6 +42,8 @@ def fallback_reason(err: BaseException) -> str:
         return "timeout"
     if "CorruptAdapterError" in names or "CorruptAdapterError" in text:
         return "corrupt_adapter"
+    if "BaseMismatchError" in names or "BaseMismatchError" in text:
+        return "base_mismatch"
     if "BackPressureError" in names:
         return "overloaded"
     if names & REPLICA_DEATH:

@@ -2,6 +2,7 @@
 
 - :func:`app_status`: Serve's view of one application (deployment states, replica counts); needs Ray.
 - :func:`experts_info`: the registered expert domains and the adapters loaded on an expert replica.
+- :func:`traditional_info`: the T version in force, and the model a T replica has loaded.
 - The router in force comes from :func:`pet.router.defaults.router_in_force`.
 """
 
@@ -45,3 +46,20 @@ async def experts_info(registry: Any, domains: list[str], experts: Any) -> dict[
     except Exception:  # no replica answers right now: report what is registered
         pass
     return {"experts": out, "loaded_adapters": loaded}
+
+
+async def traditional_info(cfg: Any, traditional: Any) -> dict[str, Any]:
+    """The T version in force (:func:`pet.traditional.versions.describe`) and the model the T replica that
+    answers ``traditional.stats`` has loaded (during a rolling switch the two may differ for a moment)."""
+    from pet.traditional.versions import VersionError, describe
+
+    try:
+        out = await asyncio.to_thread(describe, cfg)
+    except (VersionError, OSError, ValueError) as err:
+        out = {"model": cfg.traditional.model, "error": str(err)}
+    try:
+        stats = await asyncio.wait_for(traditional.stats.remote(), timeout=2.0)
+        out["replica_model"] = stats.get("model")
+    except Exception:  # no replica answers right now: report what is configured
+        out["replica_model"] = None
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -48,6 +49,16 @@ def check_model_ref(value: str, builtins: dict[str, str]) -> str:
 # A field of one of these types holds a validated model reference (a builtin name or an existing folder).
 ModelRef = Annotated[str, AfterValidator(lambda v: check_model_ref(v, BUILTIN_MODELS))]
 EmbedderRef = Annotated[str, AfterValidator(lambda v: check_model_ref(v, BUILTIN_EMBEDDERS))]
+# A version of T written by `pet traditional upgrade`: NAME-vN, a folder under <models_dir>/traditional.
+T_VERSION_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,80}-v[0-9]{1,6}")
+
+
+def check_t_model_ref(value: str) -> str:
+    """T's model: a builtin name, an existing folder, or a T version name (checked when it is loaded)."""
+    return value if T_VERSION_RE.fullmatch(value) else check_model_ref(value, BUILTIN_MODELS)
+
+
+TModelRef = Annotated[str, AfterValidator(check_t_model_ref)]
 
 # The projections of a Llama decoder layer: where LoRA goes by default.
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

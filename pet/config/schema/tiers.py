@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pet.config.schema.base import LLAMA_PROJECTIONS, EmbedderRef, ModelRef, StrictModel
+from pet.config.schema.base import LLAMA_PROJECTIONS, EmbedderRef, StrictModel, TModelRef
 from pet.config.schema.serve import BatchingConfig, DeploymentOptions
 
 
@@ -26,14 +26,44 @@ class GenerationDefaults(StrictModel):
         return self
 
 
+class MergeMethod(StrEnum):
+    """How ``pet traditional upgrade`` combines expert adapters (peft's ``add_weighted_adapter`` combinations)."""
+
+    linear = "linear"
+    ties = "ties"
+    dare_ties = "dare_ties"
+    svd = "svd"
+
+
+class TraditionalUpgradeConfig(StrictModel):
+    """How ``pet traditional upgrade`` merges expert adapters into a new T version and when it accepts one."""
+
+    method: MergeMethod = Field(MergeMethod.ties, description="default combination of the expert adapters")
+    density: float = Field(0.5, gt=0, le=1, description="share of adapter weights kept by ties and dare_ties")
+    max_general_loss: float = Field(
+        0.02, ge=0, lt=1, description="largest relative perplexity increase on general held-out text the merged "
+                                      "T may show (0.02: 2 %) before the upgrade is refused")
+    min_domain_gain: float = Field(
+        0.0, ge=0, lt=1, description="relative perplexity reduction on each merged domain's held-out text the "
+                                     "merged T must exceed")
+    eval_samples: int = Field(32, ge=1, le=10_000, description="held-out texts scored per domain and general set")
+    max_seq_len: int = Field(256, ge=16, le=8192, description="tokens per scored held-out text")
+    general_data: str | None = Field(
+        None, description="general held-out text (.txt or .jsonl, like expert data); default: the general "
+                          "question/answer pairs of the checkout's benchmarks/data/general_qa.jsonl")
+
+
 class TraditionalConfig(StrictModel):
     """T: the general cloud model."""
 
-    model: ModelRef = Field("smollm2-135m-instruct", description="builtin model name or local HF folder")
+    model: TModelRef = Field(
+        "smollm2-135m-instruct", description="builtin model name, local HF folder, or a T version written by "
+                                             "`pet traditional upgrade` (NAME-vN, under <models_dir>/traditional)")
     torch_threads: int = Field(1, ge=1, le=64, description="torch threads per replica")
     generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     deployment: DeploymentOptions = Field(default_factory=DeploymentOptions)
+    upgrade: TraditionalUpgradeConfig = Field(default_factory=TraditionalUpgradeConfig)
 
 
 class ExpertTrainingConfig(StrictModel):
@@ -74,7 +104,9 @@ class ExpertDataConfig(StrictModel):
 class ExpertConfig(StrictModel):
     """E: one shared base with a LoRA adapter per registered domain."""
 
-    base_model: ModelRef = Field("smollm2-135m-instruct", description="builtin model name or local HF folder")
+    base_model: TModelRef = Field(
+        "smollm2-135m-instruct", description="builtin model name, local HF folder or T version; when it equals "
+                                             "traditional.model, E follows the T version in force")
     registry_dir: str | None = Field(None, description="expert registry folder (default: <models_dir>/experts)")
     max_adapters_per_replica: int = Field(4, ge=1, le=256, description="LRU size of @serve.multiplexed")
     timeout_s: float = Field(30.0, gt=0, description="gateway waits this long for an expert before falling back to T")

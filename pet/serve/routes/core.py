@@ -20,7 +20,7 @@ from pet.serve.bodies import open_body, read_json, seal_reply, sealed_error
 from pet.serve.metrics import RequestTimer, gateway_metrics
 from pet.serve.routes import route
 from pet.serve.schemas import ApiError
-from pet.serve.status import app_status, experts_info
+from pet.serve.status import app_status, experts_info, traditional_info
 
 STATUS_CACHE_S = 2.0
 
@@ -87,5 +87,6 @@ class CoreRoutes:
         result = await asyncio.to_thread(app_status, self.cfg.serve.app_name)
         result["experts"] = await self.experts_info()
         result["router"] = router_in_force(self.cfg)
+        result["traditional"] = await traditional_info(self.cfg, self.traditional)
         self._status_cache = (time.monotonic(), result)
         return result
