@@ -100,9 +100,21 @@ def _deploy(args: argparse.Namespace) -> int:
         print(f"pet: detached ({where}); stop it with `pet shutdown`")
         return 0
     print("pet: press Ctrl-C (or run `pet shutdown`) to stop")
-    block_until_signal(lambda: (print("pet: shutting down ..."), stop_local(cfg.serve.app_name)))
+    block_until_signal(lambda: (print("pet: shutting down ..."), stop_local(cfg.serve.app_name)),
+                       on_reload=lambda: _reload(args.file))
     print("pet: stopped")
     return 0
+
+
+def _reload(path: str) -> None:
+    """SIGHUP (``pet traditional use|rollback --rollout``): re-read the config and roll the graph out in place."""
+    from pet.config.loader import ConfigError, load_config
+    from pet.serve.control import rollout
+
+    try:
+        rollout(load_config(path), log=lambda m: print(f"pet: {m}", flush=True))
+    except (ConfigError, TimeoutError, RuntimeError, ValueError) as err:  # the graph keeps serving what it had
+        print(f"pet: rollout failed: {err}", flush=True)
 
 
 def _build(args: argparse.Namespace) -> int:

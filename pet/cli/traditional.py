@@ -2,8 +2,8 @@
 
     pet traditional upgrade --experts python,chitchat --method ties --weights 1,1   # merge, gate, write T-vN
     pet traditional list                        # versions, their parents, methods and gate numbers
-    pet traditional use smollm2-135m-instruct-v1
-    pet traditional rollback                    # back to the version in force before
+    pet traditional use smollm2-135m-instruct-v1 --rollout   # and switch the running graph in place
+    pet traditional rollback --rollout          # back to the version in force before
 
 An upgrade the gate refuses, an unknown expert or method, weights that do not fit, or an expert trained on
 another T exit 2 with the reason; nothing is written. The library side is :mod:`pet.expert.absorb` (registry,
@@ -42,10 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     us = ts.add_parser("use", help="make a T version the one in force (recorded in the state folder)")
     us.add_argument("version", help="a version name from `pet traditional list`, or traditional.model itself")
     us.add_argument("--config", default=None)
+    us.add_argument("--rollout", action="store_true", help="also switch the running graph now (in place, no "
+                                                           "downtime: old T replicas drain while new ones start)")
     us.set_defaults(func=_use)
 
     rb = ts.add_parser("rollback", help="make the T version in force before the current one current again")
     rb.add_argument("--config", default=None)
+    rb.add_argument("--rollout", action="store_true", help="also switch the running graph back now (in place)")
     rb.set_defaults(func=_rollback)
 
 
@@ -145,7 +148,20 @@ def _use(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     before, after = _in_force(cfg, lambda c: use_version(c, args.version))
-    print(f"T in force: {after.name} (was {before.name}); a running graph picks it up on its next deploy")
+    print(f"T in force: {after.name} (was {before.name})")
+    return _maybe_rollout(cfg, args.rollout)
+
+
+def _maybe_rollout(cfg: Any, wanted: bool) -> int:
+    if not wanted:
+        print("a running graph picks it up on its next deploy, or now with --rollout")
+        return 0
+    from pet.serve.control import request_rollout
+
+    try:
+        print(request_rollout(cfg))
+    except (RuntimeError, TimeoutError) as err:
+        raise CLIError(str(err)) from None
     return 0
 
 
@@ -156,4 +172,4 @@ def _rollback(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     before, after = _in_force(cfg, rollback)
     print(f"T in force: {after.name} (rolled back from {before.name})")
-    return 0
+    return _maybe_rollout(cfg, args.rollout)

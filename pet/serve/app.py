@@ -33,11 +33,13 @@ def build_app(cfg: PetConfig) -> Any:
     from pet.traditional.deployment import Traditional
     from pet.traditional.versions import pin_in_force
 
-    cfg = pin_in_force(cfg)  # the T version in force (pet traditional use) becomes part of T's arguments
     cfg_dict = cfg.model_dump(mode="json")
+    # The T version in force (pet traditional use) becomes part of T's and E's arguments only: switching versions
+    # replaces their replicas in place, while the gateway (which reads the version in force for /v1/status) stays.
+    tiers_dict = pin_in_force(cfg).model_dump(mode="json")
     log_cfg = logging_config(cfg)
-    t = Traditional.options(**cfg.traditional.deployment.serve_options(), logging_config=log_cfg).bind(cfg_dict)
-    e = ExpertPool.options(**cfg.expert.deployment.serve_options(), logging_config=log_cfg).bind(cfg_dict)
+    t = Traditional.options(**cfg.traditional.deployment.serve_options(), logging_config=log_cfg).bind(tiers_dict)
+    e = ExpertPool.options(**cfg.expert.deployment.serve_options(), logging_config=log_cfg).bind(tiers_dict)
     aug = Augmenter.options(**cfg.serve.augmenter.serve_options(), logging_config=log_cfg).bind(cfg_dict, t)
     gw_opts = cfg.serve.gateway.deployment.serve_options()
     return Gateway.options(**gw_opts, logging_config=log_cfg).bind(cfg_dict, t, e, aug)

@@ -212,20 +212,78 @@ def wait_healthy(url: str, timeout_s: float = 300.0) -> None:
     raise TimeoutError(f"the gateway at {url} did not become healthy within {timeout_s:.0f} s")
 
 
-def block_until_signal(on_stop: Any) -> None:
-    """Sleep until SIGINT/SIGTERM, then call ``on_stop`` once."""
-    stop = {"flag": False}
+def block_until_signal(on_stop: Any, on_reload: Any = None) -> None:
+    """Sleep until SIGINT/SIGTERM, then call ``on_stop`` once; on SIGHUP call ``on_reload`` (in this thread)."""
+    flags = {"stop": False, "reload": False}
 
     def handler(signum: int, frame: Any) -> None:
-        stop["flag"] = True
+        flags["stop"] = True
+
+    def reload(signum: int, frame: Any) -> None:
+        flags["reload"] = True
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    if on_reload is not None:
+        signal.signal(signal.SIGHUP, reload)
     try:
-        while not stop["flag"]:
+        while not flags["stop"]:
+            if flags["reload"]:
+                flags["reload"] = False
+                on_reload()
             time.sleep(0.5)
     finally:
         on_stop()
+
+
+def rollout(cfg: PetConfig, wait_s: float = 300.0, log: Any = print) -> dict[str, Any]:
+    """Update the running application in place to ``cfg`` (from a process connected to its Ray).
+
+    Serve replaces only the deployments whose arguments changed; a new T version in force (``pet traditional
+    use``) changes T's, so its new replicas start while the old ones drain their requests. Returns when a T
+    replica serves the expected model: ``{"model", "seconds"}``.
+    """
+    from ray import serve
+
+    from pet.serve.app import build_app, logging_config
+    from pet.traditional.versions import in_force
+
+    t0 = time.monotonic()
+    expected = in_force(cfg).path.name
+    log(f"rolling out: T {expected} ...")
+    serve.run(build_app(cfg), name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix,
+              logging_config=logging_config(cfg), blocking=False)
+    handle = serve.get_deployment_handle("Traditional", app_name=cfg.serve.app_name)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if handle.stats.remote().result(timeout_s=30).get("model") == expected:
+            log(f"rolled out: T {expected} serves ({time.monotonic() - t0:.0f} s)")
+            return {"model": expected, "seconds": round(time.monotonic() - t0, 1)}
+        time.sleep(0.5)
+    raise TimeoutError(f"T {expected} did not take over within {wait_s:.0f} s")
+
+
+def request_rollout(cfg: PetConfig, address: str | None = None) -> str:
+    """Make the running deployment serve ``cfg``'s T in force: SIGHUP to a local ``pet deploy`` (it re-reads its
+    config and calls :func:`rollout`), or a rollout on the cluster at ``address`` / the recorded one."""
+    state = read_state() or {}
+    pid = state.get("pid")
+    if address is None and pid and not state.get("detached") and _alive(pid):
+        os.kill(pid, signal.SIGHUP)
+        return f"asked pet deploy (pid {pid}) to roll out; `pet status` shows the T version in force"
+    addr = address or (state.get("address") if state.get("detached") else None)
+    if addr is None:
+        raise RuntimeError(f"no running deployment is recorded in {state_file()}; the new T is used on the next "
+                           "pet deploy")
+    _quiet_env()
+    import ray
+
+    ray.init(address=addr, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        done = rollout(cfg)
+    finally:
+        ray.shutdown()
+    return f"rolled out T {done['model']} on {addr} in {done['seconds']} s"
 
 
 def stop_local(app_name: str | None = None, graceful: bool = True) -> None:

@@ -265,7 +265,7 @@ class Dispatcher:
             "domain": domain if "e" in escalation else None,
             "fallback": fallback_why is not None, "fallback_reason": fallback_why, "escalation": escalation,
             "signals": answer["signals"], "usage": answer["usage"], "finish_reason": answer.get("finish_reason"),
-            "latency_ms": round(latency * 1000.0, 2), "route": route,
+            "latency_ms": round(latency * 1000.0, 2), "route": route, "model": answer.get("model"),
         }
 
     async def _expert_answer(self, domain: str, base: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:

@@ -68,7 +68,8 @@ class Traditional:
             out = await self._batched(payload)
         else:
             out = (await asyncio.to_thread(self._run, [payload]))[0]
-        return {**out, "replica_ms": round((time.perf_counter() - t0) * 1e3, 3)}  # batch wait + compute
+        # "model": the T version that answered (a rolling switch of versions is visible per reply)
+        return {**out, "model": self.lm.name, "replica_ms": round((time.perf_counter() - t0) * 1e3, 3)}
 
     async def generate_stream(self, payload: dict[str, Any]) -> AsyncIterator[str]:
         """Yield the answer as text pieces while it is generated (unbatched)."""

@@ -243,3 +243,40 @@ def test_rebase_retrains_an_expert_on_the_version_in_force(merged, env, capsys):
         assert "nothing to do" in capsys.readouterr().out
     finally:
         assert main(["traditional", "rollback", "--config", str(cfg)]) == 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rollout plumbing (the Ray side is tests/integration/test_t_rollout.py)
+
+
+def test_sighup_reloads_a_blocking_deploy_and_sigterm_stops_it():
+    import os
+    import signal
+    import threading
+    import time
+
+    from pet.serve.control import block_until_signal
+
+    calls: list[str] = []
+
+    def signals() -> None:
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(1.2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+    threading.Thread(target=signals, daemon=True).start()
+    try:
+        block_until_signal(lambda: calls.append("stop"), on_reload=lambda: calls.append("reload"))
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    assert calls == ["reload", "stop"]
+
+
+def test_rollout_without_a_running_deployment_is_a_clear_error(env, monkeypatch, capsys):
+    monkeypatch.setenv("PET_STATE_DIR", str(env["root"] / "no-deployment"))
+    capsys.readouterr()
+    assert main(["traditional", "use", str(env["tiny"]), "--rollout", "--config", str(env["cfg"])]) == 2
+    assert "no running deployment is recorded" in capsys.readouterr().err
