@@ -266,19 +266,13 @@ def rollout(cfg: PetConfig, wait_s: float = 300.0, log: Any = print) -> dict[str
 def request_rollout(cfg: PetConfig, address: str | None = None) -> str:
     """Make the running deployment serve ``cfg``'s T in force: SIGHUP to a local ``pet deploy`` (it re-reads its
     config and calls :func:`rollout`), or a rollout on the cluster at ``address`` / the recorded one."""
-    state = read_state() or {}
-    pid = state.get("pid")
-    if address is None and pid and not state.get("detached") and _alive(pid):
+    pid, addr = _recorded_deployment(address)
+    if pid is not None:
         os.kill(pid, signal.SIGHUP)
         return f"asked pet deploy (pid {pid}) to roll out; `pet status` shows the T version in force"
-    addr = address or (state.get("address") if state.get("detached") else None)
-    if addr is None:
-        raise RuntimeError(f"no running deployment is recorded in {state_file()}; the new T is used on the next "
-                           "pet deploy")
-    _quiet_env()
     import ray
 
-    ray.init(address=addr, log_to_driver=False, ignore_reinit_error=True)
+    _connect(addr)
     try:
         done = rollout(cfg)
     finally:
@@ -308,9 +302,8 @@ def stop_local(app_name: str | None = None, graceful: bool = True) -> None:
 
 def shutdown(address: str | None = None, timeout_s: float = 60.0) -> str:
     """Stop the last deployment: signal its blocking ``pet deploy`` or shut Serve down on its cluster."""
-    state = read_state() or {}
-    pid = state.get("pid")
-    if pid and not state.get("detached") and _alive(pid) and pid != os.getpid():
+    pid, addr = _recorded_deployment(address)
+    if pid is not None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while _alive(pid) and time.monotonic() < deadline:
@@ -318,15 +311,10 @@ def shutdown(address: str | None = None, timeout_s: float = 60.0) -> str:
         if _alive(pid):
             raise TimeoutError(f"pet deploy (pid {pid}) did not stop within {timeout_s:.0f} s")
         return f"stopped pet deploy (pid {pid})"
-    addr = address or (state.get("address") if state.get("detached") else None)
-    if addr is None:
-        raise RuntimeError(f"no running deployment is recorded in {state_file()} (a deployment started with another "
-                           "PET_HOME or from another folder records elsewhere); pass --address to reach a Ray cluster")
-    _quiet_env()
     import ray
     from ray import serve
 
-    ray.init(address=addr, log_to_driver=False, ignore_reinit_error=True)
+    _connect(addr)
     serve.shutdown()
     ray.shutdown()
     try:
@@ -334,6 +322,26 @@ def shutdown(address: str | None = None, timeout_s: float = 60.0) -> str:
     except OSError:
         pass
     return f"Serve shut down on {addr}"
+
+
+def _recorded_deployment(address: str | None) -> tuple[int | None, str]:
+    """(pid of the blocking local ``pet deploy`` to signal, "") or (None, the Ray address of a cluster deployment)."""
+    state = read_state() or {}
+    pid = state.get("pid")
+    if pid and not state.get("detached") and _alive(pid) and pid != os.getpid():
+        return pid, ""
+    addr = address or (state.get("address") if state.get("detached") else None)
+    if addr is None:
+        raise RuntimeError(f"no running deployment is recorded in {state_file()} (a deployment started with another "
+                           "PET_HOME or from another folder records elsewhere); pass --address to reach a Ray cluster")
+    return None, addr
+
+
+def _connect(address: str) -> None:
+    _quiet_env()
+    import ray
+
+    ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
 
 
 def _alive(pid: int) -> bool:
