@@ -162,9 +162,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from pet.expert.registry import RegistryError
+    from pet.expert.registry import RegistryError, base_fingerprint
 
-    _, reg = _cfg_and_registry(args)
+    cfg, reg = _cfg_and_registry(args)
     try:
         rec = reg.get(args.name)
     except RegistryError as err:
@@ -176,7 +176,9 @@ def _show(args: argparse.Namespace) -> int:
     data = rec.manifest.get("data", {})
     print(f"expert {rec.name}")
     print(f"  path          {rec.path}")
-    print(f"  base model    {rec.base_model}")
+    fp = rec.manifest.get("base_fingerprint") \
+        or f"{base_fingerprint(rec, cfg.models_dir) or '?'}, not recorded: its base's"
+    print(f"  base model    {rec.base_model} (fingerprint {fp})")
     print(f"  created       {rec.created}")
     print(f"  size          {rec.size_bytes / 1e6:.2f} MB ({len(rec.manifest.get('files', {}))} files)")
     print(f"  exemplars     {rec.exemplar_count} (from {rec.manifest.get('exemplar_source', '?')})")
