@@ -141,6 +141,7 @@ def _build(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from pet.client import GatewayClient, GatewayError
+    from pet.serve.status import placement_lines
 
     url = resolve_url(args.url, args.config)
     try:
@@ -155,6 +156,8 @@ def _status(args: argparse.Namespace) -> int:
     for name, d in st["deployments"].items():
         reps = ", ".join(f"{k.lower()} {v}" for k, v in d["replicas"].items()) or "-"
         print(f"  {name:<14}{d['status']:<12}{reps}")
+        for line in placement_lines(d.get("placement", [])):
+            print(f"      {line}")
     ex = st.get("experts", {})
     names = [e["name"] for e in ex.get("experts", [])]
     print(f"  experts registered: {', '.join(names) or 'none'}")

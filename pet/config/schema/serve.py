@@ -15,7 +15,20 @@ class RayActorOptions(StrictModel):
 
     num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per replica (Ray's default of 1 starves 2 cores)")
     memory: int | None = Field(None, gt=0, description="bytes of memory reserved per replica")
+    resources: dict[str, float] | None = Field(
+        None, description="custom Ray resources per replica, e.g. {node_w1: 0.1}: a replica only runs on a node that "
+                          "offers them (`ray start --resources`), which pins a deployment to chosen nodes")
     runtime_env: dict[str, Any] | None = Field(None, description="Ray runtime_env for the replica")
+
+    @field_validator("resources")
+    @classmethod
+    def _custom(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for name, amount in (v or {}).items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ValueError(f"{name!r} is not a custom resource: use num_cpus / memory")
+            if not amount > 0:
+                raise ValueError(f"resource {name!r} must be > 0 (got {amount})")
+        return v
 
 
 class AutoscalingConfig(StrictModel):
