@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install models demo test test-unit test-integration lint experts bundle bench default-config clean
+.PHONY: install models demo test test-unit test-integration test-cluster lint experts bundle bench default-config clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,11 @@ test-unit: install
 
 test-integration: models
 	$(BIN)/python -m pytest tests/integration
+
+# A head and a worker node started with `ray start` on 127.0.0.1 (pet/serve/cluster.py), once per session: deploy
+# onto it, placement by resources (docs/serve.md, "On an existing cluster"). Not part of `make test` (time budget).
+test-cluster: models
+	$(BIN)/python -m pytest tests/cluster
 
 # Retrain the two starter expert domains from text installed with the project (5-10 minutes each on 2 cores)
 # and ship them in the package (pet ships them already: this is how they were made).

@@ -16,6 +16,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
+# The two-node cluster tests run only when named (`make test-cluster` = `pytest tests/cluster`), not in `make test`.
+collect_ignore = ["cluster"]
+
 TINY_CORPUS = [
     "The capital of France is Paris. The capital of Italy is Rome.",
     "def add(a, b): return a + b  # python functions return values",

@@ -74,7 +74,7 @@ def serve_config(cfg: PetConfig, config_path: str | Path | None = None, inline: 
     else:
         args = {"config": str(Path(config_path).resolve())}
     return {
-        "proxy_location": "HeadOnly",
+        "proxy_location": cfg.serve.proxy_location.value,
         "http_options": {"host": cfg.serve.http.host, "port": cfg.serve.http.port},
         "logging_config": logging_config(cfg),
         "applications": [{

@@ -154,7 +154,8 @@ def deploy(cfg: PetConfig, address: str | None = None, wait_s: float = 300.0, lo
     log(f"ray: connected ({facts['address']}); deploying application {cfg.serve.app_name!r} ...")
     if facts.get("note"):
         log(facts.pop("note"))
-    serve.start(http_options=http_options(cfg), logging_config=logging_config(cfg))
+    serve.start(proxy_location=cfg.serve.proxy_location.value, http_options=http_options(cfg),
+                logging_config=logging_config(cfg))
     t0 = time.monotonic()
     serve.run(build_app(cfg), name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix,
               logging_config=logging_config(cfg), blocking=False)

@@ -34,6 +34,16 @@ def test_resources_reach_options_and_cluster_yaml_pins_t_and_experts():
     assert "resources" not in _bound(plain, "Traditional").ray_actor_options
 
 
+def test_proxy_location_reaches_the_serve_config():
+    from pet.serve.app import serve_config, validate_serve_config
+
+    assert serve_config(parse_config({}))["proxy_location"] == "HeadOnly"
+    data = serve_config(parse_config({"serve": {"proxy_location": "EveryNode"}}))
+    assert validate_serve_config(data).proxy_location == "EveryNode"
+    with pytest.raises(ConfigError, match="proxy_location"):
+        parse_config({"serve": {"proxy_location": "Everywhere"}}, "<t>")
+
+
 @pytest.mark.parametrize("resources, needle", [({"CPU": 1}, "not a custom resource"), ({"node_w1": 0}, "> 0")])
 def test_schema_refuses_builtin_or_empty_resources(resources, needle):
     with pytest.raises(ConfigError, match=needle):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -136,12 +137,25 @@ class GatewayConfig(StrictModel):
         return self
 
 
+class ProxyLocation(StrEnum):
+    """Where Serve runs its HTTP proxies (Ray's ``ProxyLocation``)."""
+
+    head_only = "HeadOnly"
+    every_node = "EveryNode"
+    disabled = "Disabled"
+
+
 class ServeConfig(StrictModel):
     """The Ray Serve application."""
 
     app_name: str = Field("pet", description="Serve application name")
     route_prefix: str = Field("/", description="HTTP route prefix")
     http: HttpOptions = Field(default_factory=HttpOptions)
+    proxy_location: ProxyLocation = Field(
+        ProxyLocation.head_only,
+        description="where Serve's HTTP proxies run on a cluster: HeadOnly (one address for clients; also what several "
+                    "nodes on one host need, as every proxy binds serve.http.port), EveryNode (a proxy on each node "
+                    "with a replica, behind a load balancer), Disabled (handles only)")
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     augmenter: DeploymentOptions = Field(default_factory=DeploymentOptions,
                                          description="options of the Augmenter deployment (when installed)")
