@@ -30,6 +30,7 @@ from typing import Any
 from pet.io import atomic_write_json
 
 HEAD = "head"
+OBJECT_STORE_BYTES = 256 * 1024 * 1024  # per node; Ray's default (30 % of RAM each) is far more than pet moves
 
 
 def _free_port() -> int:
@@ -96,8 +97,10 @@ class LocalCluster:
         temp = self.root / name
         temp.mkdir(parents=True, exist_ok=True)
         resources = json.dumps({node_resource(name): 1})
+        # Nodes on one host must not share the agent's fixed default port; a small object store keeps memory low.
         cmd = [_ray_cli(), "start", *args, "--node-ip-address", "127.0.0.1", "--num-cpus", f"{self.num_cpus:g}",
-               "--resources", resources, "--temp-dir", str(temp), "--disable-usage-stats"]
+               "--resources", resources, "--temp-dir", str(temp), "--disable-usage-stats",
+               "--dashboard-agent-listen-port", str(_free_port()), "--object-store-memory", str(OBJECT_STORE_BYTES)]
         self.nodes[name] = str(temp)
         out = subprocess.run(cmd, env=cluster_env(self.env), capture_output=True, text=True, timeout=180)
         if out.returncode != 0:

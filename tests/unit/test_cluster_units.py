@@ -113,6 +113,9 @@ def test_stop_node_ends_only_that_nodes_processes(tmp_path, monkeypatch):
     head = subprocess.Popen([*sleeper, f"--temp-dir={c.nodes['head']}"])
     worker = subprocess.Popen([*sleeper, c.nodes["w1"] + "/session_x"])
     try:
+        deadline = time.monotonic() + 10
+        while mod.processes_under(c.nodes["w1"]) != [worker.pid] and time.monotonic() < deadline:
+            time.sleep(0.1)  # a busy machine may show the child's new command line a moment late
         assert mod.processes_under(c.nodes["w1"]) == [worker.pid]
         assert c.stop_node("w1") == 1
         assert worker.wait(timeout=10) == -9 and head.poll() is None
