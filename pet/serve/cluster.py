@@ -155,6 +155,7 @@ class LocalCluster:
             raise RuntimeError(f"no local cluster is recorded in {cluster_file()}") from None
         c = cls(workers=0, port=int(facts["port"]))
         c.dashboard_port = int(facts["dashboard_url"].rsplit(":", 1)[1])
+        c.root = Path(facts["root"])
         c.nodes = dict(facts["nodes"])
         return c
 

@@ -66,9 +66,12 @@ def placement_from_details(details: dict[str, Any], nodes: list[dict[str, Any]],
     for name, dep in (app.get("deployments") or {}).items():
         rows = []
         for r in dep.get("replicas") or []:
-            res = (by_id.get(r.get("node_id")) or {}).get("Resources") or {}
+            node = by_id.get(r.get("node_id")) or {}
+            res = node.get("Resources") or {}
+            # The address the node was started with (--node-ip-address); a replica's own guess may be another one.
+            ip = node.get("NodeManagerAddress") or r.get("node_ip")
             rows.append({"replica": r.get("replica_id"), "state": _value(r.get("state")),
-                         "node_id": r.get("node_id"), "node_ip": r.get("node_ip"),
+                         "node_id": r.get("node_id"), "node_ip": ip,
                          "head": "node:__internal_head__" in res,
                          "node_resources": {k: v for k, v in sorted(res.items()) if k not in _BUILTIN_RESOURCES
                                             and not k.startswith(("node:", "accelerator_type:"))}})

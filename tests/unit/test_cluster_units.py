@@ -91,6 +91,7 @@ def test_local_cluster_starts_every_node_on_loopback_with_its_own_resource(monke
     monkeypatch.setattr(mod.subprocess, "run", lambda cmd, env, **kw: calls.append((cmd, env))
                         or subprocess.CompletedProcess(cmd, 0, "", ""))
     c = mod.LocalCluster(workers=2, env={"X_SERVE": "1"})
+    c.root = tmp_path / "ray"
     facts = c.start()
     assert [json.loads(cmd[cmd.index("--resources") + 1]) for cmd, _ in calls] == \
         [{"node_head": 1}, {"node_w1": 1}, {"node_w2": 1}]
