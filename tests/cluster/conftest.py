@@ -36,9 +36,10 @@ PINS = {"traditional": {"node_w1": 0.01}, "expert": {"node_head": 0.01}}
 def cluster_config_dict(root, port: int) -> dict:
     """The integration tests' config with T on the worker node and the rest on the head."""
     cfg = test_config_dict(root, port, None)
+    # each section gets its own ray_actor_options: test_config_dict shares one dict between them
     for tier, resources in PINS.items():
-        cfg[tier]["deployment"]["ray_actor_options"]["resources"] = resources
-    cfg["serve"]["gateway"]["deployment"]["ray_actor_options"]["resources"] = {"node_head": 0.01}
+        cfg[tier]["deployment"]["ray_actor_options"] = {"num_cpus": 0.1, "resources": resources}
+    cfg["serve"]["gateway"]["deployment"]["ray_actor_options"] = {"num_cpus": 0.1, "resources": {"node_head": 0.01}}
     return cfg
 
 
