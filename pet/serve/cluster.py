@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -136,10 +137,12 @@ class LocalCluster:
         return n
 
     def stop(self) -> int:
-        """Stop the workers, then the head; removes the record. Returns the number of processes ended."""
+        """Stop the workers, then the head; removes their temp folders (Ray's logs) and the record. Returns the
+        number of processes ended."""
         n = 0
         for name in [k for k in self.nodes if k != HEAD] + ([HEAD] if HEAD in self.nodes else []):
             n += kill_tree_under(self.nodes[name], grace_s=5.0)
+        shutil.rmtree(self.root, ignore_errors=True)  # the nodes' temp folders and logs
         try:
             cluster_file().unlink()
         except OSError:

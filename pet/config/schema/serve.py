@@ -153,9 +153,9 @@ class ServeConfig(StrictModel):
     http: HttpOptions = Field(default_factory=HttpOptions)
     proxy_location: ProxyLocation = Field(
         ProxyLocation.head_only,
-        description="where Serve's HTTP proxies run on a cluster: HeadOnly (one address for clients; also what several "
-                    "nodes on one host need, as every proxy binds serve.http.port), EveryNode (a proxy on each node "
-                    "with a replica, behind a load balancer), Disabled (handles only)")
+        description="where Serve's HTTP proxies run on a cluster: HeadOnly (one address for clients; also what "
+                    "several nodes on one host need, as every proxy binds serve.http.port), EveryNode (a proxy on "
+                    "each node with a replica, behind a load balancer), Disabled (handles only)")
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     augmenter: DeploymentOptions = Field(default_factory=DeploymentOptions,
                                          description="options of the Augmenter deployment (when installed)")
