@@ -52,8 +52,9 @@ def test_worker_node_loss_under_traffic_loses_no_request(deployed, cluster, clus
         if len([p for p in placement if p["state"] == "RUNNING"]) == 2:
             break
         time.sleep(2)
-    if not any("node_w1" in p["node_resources"] for p in placement):
-        pytest.skip(f"Serve placed both T replicas on the head: {placement}")
+    # Serve spreads a deployment's replicas over nodes by default; a T with no replica on the worker would make
+    # this test prove nothing, so that is a failure, not a skip.
+    assert any("node_w1" in p["node_resources"] for p in placement), f"no T replica on the worker: {placement}"
 
     stop, lock, results = threading.Event(), threading.Lock(), []
     clients = [threading.Thread(target=_traffic, args=(url, stop, results, lock)) for _ in range(2)]
