@@ -56,6 +56,9 @@ class DeploymentOptions(StrictModel):
     autoscaling_config: AutoscalingConfig | None = Field(None, description="autoscale instead of a fixed count")
     max_ongoing_requests: int = Field(16, ge=1, description="requests a replica handles at once")
     max_queued_requests: int = Field(64, ge=-1, description="requests queued per caller before 503 (-1: no limit)")
+    max_replicas_per_node: int | None = Field(
+        None, ge=1, description="at most this many replicas of the deployment on one Ray node (1 puts each replica "
+                                "on its own node, so losing a node loses one replica)")
     health_check_period_s: float = Field(10.0, gt=0, description="seconds between health checks")
     health_check_timeout_s: float = Field(30.0, gt=0, description="seconds before a health check fails")
     graceful_shutdown_timeout_s: float = Field(5.0, ge=0, description="seconds to drain on shutdown")
