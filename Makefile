@@ -27,8 +27,10 @@ models: install
 demo: models
 	$(BIN)/pet demo deployments/default.yaml
 
+# The cluster tests start Ray nodes of their own, so they run in a second pytest session after the main suite.
 test: models
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests/cluster
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
@@ -37,7 +39,8 @@ test-integration: models
 	$(BIN)/python -m pytest tests/integration
 
 # A head and a worker node started with `ray start` on 127.0.0.1 (pet/serve/cluster.py), once per session: deploy
-# onto it, placement by resources (docs/serve.md, "On an existing cluster"). Not part of `make test` (time budget).
+# onto it, placement by resources, node loss, autoscaling, the shared registry (docs/serve.md, "On an existing
+# cluster"). `make test` runs it too, after the main suite.
 test-cluster: models
 	$(BIN)/python -m pytest tests/cluster
 

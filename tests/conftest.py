@@ -16,7 +16,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-# The two-node cluster tests run only when named (`make test-cluster` = `pytest tests/cluster`), not in `make test`.
+# The two-node cluster tests start Ray nodes of their own: they run only when named (`pytest tests/cluster`, which
+# `make test` does in a second session after the main suite), never inside the session that starts a local Ray.
 collect_ignore = ["cluster"]
 
 TINY_CORPUS = [

@@ -1,7 +1,7 @@
 """A two-node Ray cluster on loopback, started once per session for the cluster tests (``make test-cluster``).
 
-Not part of ``make test``: two ``ray start`` nodes plus a deployment take about a minute more than the main suite
-can spare. Fixtures:
+``make test`` runs these in a second pytest session after the main suite (they start Ray nodes of their own, which
+must not meet the main suite's local Ray). Fixtures:
 
 - ``cluster``: the running :class:`pet.serve.cluster.LocalCluster` (a head offering ``node_head`` and worker
   ``w1`` offering ``node_w1``, one CPU each, all on 127.0.0.1).

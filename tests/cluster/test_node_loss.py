@@ -1,7 +1,8 @@
-"""Losing the worker node under traffic: T runs two replicas that Serve spreads over both nodes; the worker's
-processes are killed at once (a lost machine) while two clients keep asking T. Every request must be answered
-(the gateway retries a T call whose replica died, ``serve.gateway.replica_retries``), and Serve must bring T back to
-two running replicas on the surviving node. Runs last: it redeploys T unpinned and restarts the worker after."""
+"""Losing the worker node under traffic: T and the ExpertPool run two replicas each, one per node; the worker's
+processes are killed at once (a lost machine) while clients keep asking T and an expert in turn. Every request
+must be answered: the gateway retries a T call whose replica died (``serve.gateway.replica_retries``) and answers
+an E request whose pool replica died from T (``fallback: true``). Serve must bring T back to two running replicas
+on the surviving node. Redeploys T and the pool unpinned and restarts the worker after."""
 
 from __future__ import annotations
 
@@ -24,23 +25,38 @@ def _t_placement(url: str) -> list[dict]:
 
 
 def _traffic(url: str, stop: threading.Event, results: list, lock: threading.Lock) -> None:
+    k = 0
     with httpx.Client(timeout=120, trust_env=False) as client:
         while not stop.is_set():
+            k += 1
+            body = {"prompt": "Count to three.", "tier": "t"} if k % 2 else \
+                {"prompt": "Knead the dough?", "tier": "e", "domain": "cooking"}
             t0 = time.monotonic()
             try:
-                r = client.post(f"{url}/v1/generate", json={"prompt": "Count to three.", "tier": "t"})
-                row = (r.status_code, r.json().get("tier") if r.status_code == 200 else r.text[:200])
+                r = client.post(f"{url}/v1/generate", json=body)
+                js = r.json() if r.status_code == 200 else {}
+                row = (r.status_code, body["tier"], js.get("tier"), js.get("fallback")) if js else \
+                    (r.status_code, body["tier"], r.text[:200], None)
             except httpx.HTTPError as err:
-                row = (None, repr(err))
+                row = (None, body["tier"], repr(err), None)
             with lock:
                 results.append((t0, *row))
 
 
-def test_worker_node_loss_under_traffic_loses_no_request(deployed, cluster, cluster_config_file, tmp_path):
+def test_worker_node_loss_under_traffic_loses_no_request(deployed, cluster, cluster_config_file, real_lm_dir,
+                                                         tmp_path):
+    from pet.expert.registry import ExpertRegistry
+    from pet.models.embed import Embedder
+    from tests.integration.conftest import make_lora_adapter
+
     cfg = yaml.safe_load(cluster_config_file.read_text())
-    t_dep = cfg["traditional"]["deployment"]
-    t_dep["ray_actor_options"].pop("resources")
-    t_dep["num_replicas"] = 2
+    for section in (cfg["traditional"], cfg["expert"]):
+        section["deployment"]["ray_actor_options"].pop("resources")
+        section["deployment"]["num_replicas"] = 2
+    cfg["expert"]["deployment"]["max_replicas_per_node"] = 1
+    registry = ExpertRegistry(cfg["expert"]["registry_dir"])
+    registry.add("cooking", make_lora_adapter(real_lm_dir, tmp_path / "adapter"),
+                 Embedder(threads=1).encode(["Knead the dough?"]), metrics={}, base_model="smollm2-135m-instruct")
     spread = tmp_path / "spread.yaml"
     spread.write_text(yaml.safe_dump(cfg))
     out = pet_cli("deploy", str(spread), "--address", cluster.address, "--wait", "400")
@@ -81,9 +97,13 @@ def test_worker_node_loss_under_traffic_loses_no_request(deployed, cluster, clus
         for c in clients:
             c.join(timeout=180)
         cluster.add_worker("w1")
+        registry.remove("cooking")
     failed = [r for r in results if r[1] != 200]
     during = [r for r in results if r[0] >= killed_at]
-    print(f"\n[node loss] {len(results)} requests, {len(during)} sent after the kill, {len(failed)} failed; "
-          f"T back to 2 replicas on the head after {recovered} s")
+    e_rows = [r for r in results if r[2] == "e"]
+    print(f"\n[node loss] {len(results)} requests ({len(e_rows)} to E, "
+          f"{sum(1 for r in e_rows if r[4])} of them answered by T as fallback), {len(during)} sent after the "
+          f"kill, {len(failed)} failed; T back to 2 replicas on the head after {recovered} s")
     assert not failed, failed[:5]
+    assert e_rows and all(r[3] == ("t" if r[4] else "e") for r in e_rows), e_rows
     assert recovered is not None, f"T did not come back to two replicas on the head: {placement}"
