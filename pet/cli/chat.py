@@ -6,6 +6,12 @@
 
 Each answer is printed with the tier that answered and why (calibrated confidence vs threshold, gateway
 fallbacks, or "degraded" when the gateway was unreachable or slow and P answered instead).
+
+    pet chat --bundle B --url URL --user alice --share-profile --store ~/.pet/store --key-file ~/.pet/device.key
+
+``--share-profile`` (or ``questioner.share: true`` in this device's config; off by default) attaches a questioner
+profile made from the user's encrypted store to every escalated request, inside the same sealed envelope, so E
+and T answer this user; the answer line says how many bytes were shared. See docs/questioner.md.
 """
 
 from __future__ import annotations
@@ -34,7 +40,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", choices=("ort", "genai"), default=None,
                    help="device runtime: ort (pet's loop over onnxruntime) or genai (onnxruntime-genai); "
                         "default: pet.personal.runtime.DEFAULT_RUNTIME")
+    p.add_argument("--share-profile", action="store_true",
+                   help="opt in: send a questioner profile from --store with escalated requests (off by default)")
+    p.add_argument("--store", default=None, help="encrypted store folder the profile is made from")
+    p.add_argument("--key-file", default=None, help="the store's key file (or set the passphrase variable)")
+    p.add_argument("--passphrase-env", default="PET_STORE_PASSPHRASE",
+                   help="environment variable holding the store's passphrase")
     p.set_defaults(func=_chat)
+
+
+def _questioner(args: argparse.Namespace, cfg) -> object | None:
+    """The profile builder when the user opted in (flag or config), else None: then nothing is shared."""
+    if not (args.share_profile or cfg.questioner.share):
+        return None
+    if not args.store:
+        raise CLIError("sharing a questioner profile needs --store (and --key-file or a passphrase)")
+    from pet.cli.personalize import _guard, _open_store
+    from pet.models.embed import embedder_from_config
+    from pet.questioner.profile import ProfileBuilder, ProfileError
+
+    texts = _guard(_open_store(args, cfg).texts, args.user)
+    try:
+        return ProfileBuilder(texts, embedder_from_config(cfg), cfg.questioner)
+    except ProfileError as err:
+        raise CLIError(str(err)) from None
 
 
 def _show(ans, as_json: bool) -> None:
@@ -47,7 +76,8 @@ def _show(ans, as_json: bool) -> None:
     tokens = sum(int(v) for v in (ans.usage or {}).values())
     print(f"[{label}] {ans.text.strip()}")
     print(f"    why: {why(ans)}  ({ans.latency_ms:.0f} ms, {tokens} tok, router {ans.router_ms:.2f} ms"
-          f"{', encrypted' if ans.encrypted else ''})", flush=True)
+          f"{', encrypted' if ans.encrypted else ''}"
+          f"{f', shared a {ans.shared_bytes}-byte questioner profile' if ans.shared_bytes else ''})", flush=True)
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -72,7 +102,8 @@ def _chat(args: argparse.Namespace) -> int:
     except BundleError as err:
         raise CLIError(str(err)) from None
     try:
-        client = DeviceClient.from_config(cfg, personal, args.url, user_id=args.user)
+        client = DeviceClient.from_config(cfg, personal, args.url, user_id=args.user,
+                                          questioner=_questioner(args, cfg))
     except ValueError as err:
         raise CLIError(str(err)) from None
     if args.prompt:

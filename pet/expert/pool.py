@@ -23,6 +23,7 @@ from ray import serve
 
 from pet.models.engine import ModelLock, check_payload, resolve_payload, run_batch
 from pet.paths import resolve_model
+from pet.questioner.condition import Conditioner
 from pet.traditional.deployment import load_tier_model
 from pet.traditional.versions import model_fingerprint
 
@@ -51,6 +52,7 @@ class ExpertPool:
         ec = self.cfg.expert
         self.base = load_tier_model(ec.base_model, self.cfg.models_dir, ec.torch_threads)
         self.base_fingerprint = model_fingerprint(resolve_model(ec.base_model, self.cfg.models_dir))
+        self.conditioner = Conditioner.from_config(self.cfg, self.base_fingerprint)
         self.peft: Any = None  # PeftModel wrapping the base once the first adapter is loaded
         self.lm: Any = None  # CausalLM over the PeftModel
         # PEFT adapter names are "<domain>@<registry fingerprint>", so a domain replaced in the registry while
@@ -164,7 +166,7 @@ class ExpertPool:
         if not domain:
             raise ValueError("ExpertPool.generate needs a domain (multiplexed_model_id)")
         t0 = time.perf_counter()
-        payload = resolve_payload(payload, self.cfg.expert.generation)
+        payload = resolve_payload(self.conditioner.apply(payload), self.cfg.expert.generation)
         bad = await asyncio.to_thread(check_payload, self.base, payload)
         if bad is not None:
             return bad

@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from pet.ledger import metrics
-from pet.ledger.store import TIERS, Counts, LedgerError, LedgerStore, RewardEvent, SummaryRow, UsageEvent
+from pet.ledger.store import (
+    TIERS,
+    Counts,
+    LedgerError,
+    LedgerStore,
+    RewardEvent,
+    SharedEvent,
+    SummaryRow,
+    UsageEvent,
+)
 
 log = logging.getLogger("pet.ledger")
 
@@ -129,6 +138,12 @@ class Ledger:
         metrics.TOKENS.labels(event.tier, "completion").inc(event.completion_tokens)
         metrics.COST.labels(event.tier).inc(event.cost)
         return True
+
+    def record_shared(self, request_id: str, user: str, tier: str, kind: str, nbytes: int) -> bool:
+        """Count ``nbytes`` of personal data (``kind``, e.g. "questioner_profile") a request carried to the cloud."""
+        event = SharedEvent(request_id=_text("request_id", request_id), user=_text("user", user), tier=_tier(tier),
+                            kind=_text("kind", kind), nbytes=_count("nbytes", nbytes), ts=self.clock())
+        return self.store.add_shared(event)
 
     def credit_contribution(
         self, event_id: str, contributor: str, samples: int, purpose: str, tier: str | None = None
@@ -243,8 +258,12 @@ class Meter:
         """:meth:`Ledger.credit_contribution`, or None if metering is off or failed."""
         return self._call("credit_contribution", event_id, contributor, samples, purpose, tier=tier)
 
-    async def arecord_result(self, result: Mapping[str, Any], user: str | None) -> bool | None:
-        """Meter a ``/v1/generate`` response dict (request_id, tier, usage) for ``user`` (None: "anonymous")."""
+    async def arecord_result(self, result: Mapping[str, Any], user: str | None,
+                             shared: Mapping[str, int] | None = None) -> bool | None:
+        """Meter a ``/v1/generate`` response dict (request_id, tier, usage) for ``user`` (None: "anonymous");
+        ``shared`` maps a kind of personal data the request carried to its size in bytes (counted, never kept)."""
+        if shared and "request_id" in result:
+            await self.arecord_shared(result["request_id"], user or "anonymous", result.get("tier", "t"), shared)
         try:
             usage = result["usage"]
             args = (result["request_id"], user or "anonymous", result["tier"], int(usage["prompt_tokens"]),
@@ -254,6 +273,12 @@ class Meter:
                 self._fail("record_usage", err)
             return None
         return await self.arecord_usage(*args)
+
+    async def arecord_shared(self, request_id: str, user: str, tier: str, shared: Mapping[str, int]) -> None:
+        """:meth:`Ledger.record_shared` for each kind in ``shared`` (kind -> bytes), in a worker thread."""
+        for kind, nbytes in shared.items():
+            if nbytes:
+                await asyncio.to_thread(self._call, "record_shared", request_id, user, tier, kind, nbytes)
 
     async def arecord_usage(self, *args: Any, **kwargs: Any) -> bool | None:
         """:meth:`record_usage` in a worker thread, so a waiting SQLite lock never blocks the event loop."""

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pet.ledger.store import SummaryRow
 
 COLUMNS = ("user", "tier", "requests", "prompt_tokens", "completion_tokens", "tokens", "cost", "samples",
-           "rewards", "balance")
+           "rewards", "balance", "shared_bytes")
 EVENT_COLUMNS = ("kind", "id", "time", "user", "tier", "prompt_tokens", "completion_tokens", "samples", "purpose",
                  "amount")
 
@@ -43,13 +43,14 @@ def with_totals(rows: Iterable[SummaryRow]) -> list[SummaryRow]:
                 total.cost += r.cost
                 total.samples += r.samples
                 total.rewards += r.rewards
+                total.shared_bytes += r.shared_bytes
             out.append(total)
     return out
 
 
 def _values(row: SummaryRow) -> tuple:
     return (row.user, row.tier, row.requests, row.prompt_tokens, row.completion_tokens, row.tokens,
-            round(row.cost, 6), row.samples, round(row.rewards, 6), round(row.balance, 6))
+            round(row.cost, 6), row.samples, round(row.rewards, 6), round(row.balance, 6), row.shared_bytes)
 
 
 def format_table(rows: list[SummaryRow]) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pet.io import private_file
-from pet.ledger.store import Counts, LedgerError, LedgerStore, RewardEvent, SummaryRow, UsageEvent
+from pet.ledger.store import Counts, LedgerError, LedgerStore, RewardEvent, SharedEvent, SummaryRow, UsageEvent
 
 SCHEMA_VERSION = 1
 
@@ -49,6 +49,15 @@ CREATE TABLE IF NOT EXISTS rewards (
     amount REAL NOT NULL CHECK (amount >= 0)
 );
 CREATE INDEX IF NOT EXISTS rewards_contributor_ts ON rewards (contributor, ts);
+CREATE TABLE IF NOT EXISTS shared (
+    request_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    ts REAL NOT NULL,
+    user TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    bytes INTEGER NOT NULL CHECK (bytes >= 0),
+    PRIMARY KEY (request_id, kind)
+);
 """
 
 
@@ -168,6 +177,11 @@ class SqliteLedgerStore(LedgerStore):
             (event.event_id, event.ts, event.contributor, event.tier, event.samples, event.purpose, event.amount),
         )
 
+    def add_shared(self, event: SharedEvent) -> bool:
+        """Insert one shared-data row (sizes only) unless (request id, kind) exists."""
+        return self._write("INSERT OR IGNORE INTO shared VALUES (?, ?, ?, ?, ?, ?)",
+                           (event.request_id, event.kind, event.ts, event.user, event.tier, event.nbytes))
+
     @staticmethod
     def _where(user_col: str, user: str | None, since: float | None) -> tuple[str, tuple]:
         clauses, params = [], []
@@ -195,6 +209,10 @@ class SqliteLedgerStore(LedgerStore):
         ):
             row = rows.setdefault((u, tier), SummaryRow(u, tier))
             row.samples, row.rewards = samples, amount
+        where, params = self._where("user", user, since)
+        for u, tier, nbytes in self._read(f"SELECT user, tier, SUM(bytes) FROM shared{where} GROUP BY user, tier",
+                                          params):
+            rows.setdefault((u, tier), SummaryRow(u, tier)).shared_bytes = nbytes
         return [rows[k] for k in sorted(rows)]
 
     def events(self, user: str | None = None, since: float | None = None) -> Iterator[dict]:

@@ -44,6 +44,18 @@ class RewardEvent:
     ts: float
 
 
+@dataclass(frozen=True)
+class SharedEvent:
+    """Data a device shared with one request (a questioner profile): its kind and size, never its content."""
+
+    request_id: str
+    user: str
+    tier: str
+    kind: str
+    nbytes: int
+    ts: float
+
+
 @dataclass
 class SummaryRow:
     """Totals of one user on one tier; ``balance`` = rewards - cost."""
@@ -56,6 +68,7 @@ class SummaryRow:
     cost: float = 0.0
     samples: int = 0
     rewards: float = 0.0
+    shared_bytes: int = 0  # personal data the user's devices sent with requests (questioner profiles)
 
     @property
     def tokens(self) -> int:
@@ -91,6 +104,10 @@ class LedgerStore(abc.ABC):
     @abc.abstractmethod
     def add_reward(self, event: RewardEvent) -> bool:
         """Store a reward event; False if its event id is already stored."""
+
+    def add_shared(self, event: SharedEvent) -> bool:
+        """Store what a request shared (kind and bytes); False if already stored. Stores without it keep nothing."""
+        return False
 
     @abc.abstractmethod
     def summary(self, user: str | None = None, since: float | None = None) -> list[SummaryRow]:

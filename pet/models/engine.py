@@ -70,16 +70,20 @@ def run_batch(lm: Any, payloads: Sequence[dict[str, Any]]) -> list[dict[str, Any
         groups.setdefault(_key(p), []).append(i)
     for (max_new, temp, top_p), idx in groups.items():
         prompts = [payloads[i]["prompt"] for i in idx]
+        softs = [payloads[i].get("soft_prompt") for i in idx]  # a questioner's soft prompt, see pet.questioner
         try:
-            gens = lm.generate_batch(prompts, max_new_tokens=max_new, temperature=temp, top_p=top_p)
+            gens = lm.generate_batch(prompts, max_new_tokens=max_new, temperature=temp, top_p=top_p,
+                                     soft_prompts=softs if any(s is not None for s in softs) else None)
             for i, g in zip(idx, gens, strict=True):
                 results[i] = generation_result(g)
         except Exception:
             # One bad prompt must not sink its neighbours: retry the group one by one.
             for i in idx:
                 try:
-                    results[i] = generation_result(lm.generate(payloads[i]["prompt"], max_new_tokens=max_new,
-                                                               temperature=temp, top_p=top_p))
+                    soft = payloads[i].get("soft_prompt")
+                    results[i] = generation_result(lm.generate_batch(
+                        [payloads[i]["prompt"]], max_new_tokens=max_new, temperature=temp, top_p=top_p,
+                        soft_prompts=None if soft is None else [soft])[0])
                 except ValueError as err:
                     results[i] = {"error": str(err)}
                 except Exception as err:

@@ -128,8 +128,12 @@ class CausalLM(TierBackend):
 
     def generate_batch(self, prompts: Sequence[Prompt], max_new_tokens: int = 64, temperature: float = 0.0,
                        top_p: float = 1.0, stop: Sequence[str] | None = None, seed: int | None = None,
-                       raw: bool = False) -> list[Generation]:
-        """Generate for several prompts in one left-padded batch; one Generation per prompt, in order."""
+                       raw: bool = False, soft_prompts: Sequence[Any] | None = None) -> list[Generation]:
+        """Generate for several prompts in one left-padded batch; one Generation per prompt, in order.
+
+        ``soft_prompts``: per prompt None or a [k, hidden] tensor put in front of its token embeddings (the
+        questioner encoder's output, :mod:`pet.questioner.condition`).
+        """
         torch = self.torch
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
@@ -139,6 +143,9 @@ class CausalLM(TierBackend):
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         if enc["input_ids"].shape[1] == 0:
             raise ValueError("prompt is empty")
+        inputs: dict[str, Any] = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        if soft_prompts is not None and any(s is not None for s in soft_prompts):
+            inputs = self.soft_prompt_inputs(texts, soft_prompts)
         sample = temperature > 0
         kwargs: dict[str, Any] = dict(
             max_new_tokens=max_new_tokens, do_sample=sample, return_dict_in_generate=True, output_logits=True,
@@ -151,10 +158,8 @@ class CausalLM(TierBackend):
         if seed is not None:
             torch.manual_seed(seed)
         with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs
-            )
-        prompt_len = enc["input_ids"].shape[1]
+            out = self.model.generate(**inputs, **kwargs)
+        prompt_len = inputs["input_ids"].shape[1] if "input_ids" in inputs else 0  # embeds: only new tokens
         new = out.sequences[:, prompt_len:]
         logits = torch.stack(out.logits, dim=1).float()  # [batch, steps, vocab], raw (untempered)
         logp = torch.log_softmax(logits, dim=-1)
@@ -182,11 +187,30 @@ class CausalLM(TierBackend):
                 text=text,
                 token_ids=kept,
                 signals=ConfidenceSignals.from_tokens(chosen[i, :k].tolist(), ent[i, :k].tolist()),
-                usage=Usage(prompt_tokens=int(enc["attention_mask"][i].sum()), completion_tokens=len(kept),
+                usage=Usage(prompt_tokens=int(inputs["attention_mask"][i].sum()), completion_tokens=len(kept),
                             seconds=seconds),
                 finish_reason=finish,
             ))
         return results
+
+    def soft_prompt_inputs(self, texts: Sequence[str], soft_prompts: Sequence[Any]) -> dict[str, Any]:
+        """``inputs_embeds`` and ``attention_mask`` of [soft prompt | prompt tokens] rows, left-padded."""
+        torch = self.torch
+        emb = self.model.get_input_embeddings()
+        rows = []
+        for text, soft in zip(texts, soft_prompts, strict=True):
+            ids = torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            with torch.inference_mode():
+                x = emb(ids)
+            rows.append(x if soft is None else torch.cat([soft.to(x.dtype), x], dim=0))
+        width = max(r.shape[0] for r in rows)
+        pad = emb.weight[self.tokenizer.pad_token_id].detach()
+        embeds = pad.expand(len(rows), width, pad.shape[0]).clone()
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            embeds[i, width - r.shape[0]:] = r
+            mask[i, width - r.shape[0]:] = 1
+        return {"inputs_embeds": embeds, "attention_mask": mask}
 
     def loglikelihood(self, context: str, continuation: str) -> tuple[float, int]:
         """Sum of log-probs of ``continuation`` given ``context`` (raw text), and its token count."""

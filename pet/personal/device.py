@@ -55,6 +55,7 @@ class Answer:
     usage: dict[str, int] = field(default_factory=dict)  # prompt_tokens, completion_tokens of the answering tier
     route: dict[str, Any] = field(default_factory=dict)  # the gateway's why: domain similarity vs floor, E score
     request_id: str | None = None  # of the escalation (the ledger's event id)
+    shared_bytes: int = 0  # size of the questioner profile sent with the escalation (0: none was sent)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -77,7 +78,8 @@ class DeviceClient:
 
     def __init__(self, personal: PersonalModel, router: Router, url: str | None = None,
                  user_id: str = "device", connect_timeout_s: float = 3.0, read_timeout_s: float = 30.0,
-                 encrypt: str = "auto", max_new_tokens: int = 64, embedder: Any | None = None):
+                 encrypt: str = "auto", max_new_tokens: int = 64, embedder: Any | None = None,
+                 questioner: Any | None = None):
         if encrypt not in ENCRYPT_MODES:
             raise ValueError(f"encrypt must be one of {', '.join(ENCRYPT_MODES)}")
         self.personal = personal
@@ -86,11 +88,14 @@ class DeviceClient:
         self.user_id = user_id
         self.max_new_tokens = max_new_tokens
         self.embedder = embedder
+        # a pet.questioner.profile.ProfileBuilder when the user opted in to sharing a profile; None: nothing is sent
+        self.questioner = questioner
 
     @classmethod
     def from_config(cls, cfg: Any, personal: PersonalModel, url: str | None, user_id: str = "device",
-                    embedder: Any | None = None) -> DeviceClient:
-        """Router, timeouts, encryption and generation length from a PetConfig."""
+                    embedder: Any | None = None, questioner: Any | None = None) -> DeviceClient:
+        """Router, timeouts, encryption and generation length from a PetConfig (``questioner``: the opted-in
+        profile builder, see :meth:`DeviceClient.__init__`)."""
         router = Router.from_config(cfg)
         if router.needs_embedding and embedder is None:
             from pet.models.embed import embedder_from_config  # torch: only the embedding policies need it here
@@ -98,7 +103,7 @@ class DeviceClient:
             embedder = embedder_from_config(cfg)
         r = cfg.router
         return cls(personal, router, url, user_id, r.connect_timeout_s, r.read_timeout_s, r.encrypt,
-                   cfg.personal.generation.max_new_tokens, embedder)
+                   cfg.personal.generation.max_new_tokens, embedder, questioner)
 
     # -- one question ------------------------------------------------------------------------------------------
 
@@ -139,6 +144,10 @@ class DeviceClient:
                                    "request_id": uuid.uuid4().hex}
         payload["prompt" if isinstance(prompt, str) else "messages"] = prompt if isinstance(prompt, str) \
             else [dict(m) for m in prompt]
+        shared = 0
+        if self.questioner is not None:  # opted in: the profile rides inside the same (sealed) request
+            profile = self.questioner.for_query(_last_user_text(prompt))
+            payload["questioner"], shared = profile.to_payload(), profile.nbytes()
         reply, encrypted = self.gateway.call("/v1/generate", payload)
         if "text" not in reply:
             raise GatewayError(None, "invalid_reply", "gateway reply has no text")
@@ -153,7 +162,7 @@ class DeviceClient:
                       decisions=steps.decisions, signals=reply.get("signals"), encrypted=encrypted,
                       latency_ms=1000 * (time.perf_counter() - t0), router_ms=1000 * steps.seconds,
                       usage={k: int(v) for k, v in (reply.get("usage") or {}).items() if k.endswith("_tokens")},
-                      route=dict(reply.get("route") or {}), request_id=reply.get("request_id"))
+                      route=dict(reply.get("route") or {}), request_id=reply.get("request_id"), shared_bytes=shared)
 
 
 class _Steps:

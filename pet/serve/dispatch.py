@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from pet.expert.registry import ExpertRegistry
+from pet.questioner.profile import ProfileError, parse_profile
 from pet.router.policy import Action
 from pet.router.router import DomainChoice, Router
 from pet.serve.metrics import RequestTimer, gateway_metrics
@@ -226,6 +227,11 @@ class Dispatcher:
                     self.cfg.expert.generation.max_new_tokens_limit)
         if req.max_new_tokens is not None and req.max_new_tokens > limit:
             raise ApiError(422, "invalid_request", f"max_new_tokens: must be <= {limit}")
+        if req.questioner is not None:
+            try:
+                parse_profile(req.questioner, self.cfg.questioner)
+            except ProfileError as err:  # names the field and limit, never the profile's content
+                raise ApiError(422, "invalid_profile", str(err)) from None
         if req.domain is not None and req.domain not in self.domains(refresh=True):
             raise ApiError(404, "unknown_domain",
                            "the requested expert domain is not registered (GET /v1/experts lists them)")
@@ -237,6 +243,8 @@ class Dispatcher:
         req = self._parse(payload)
         base = {"prompt": req.prompt_value(), "max_new_tokens": req.max_new_tokens,
                 "temperature": req.temperature, "top_p": req.top_p}
+        if req.questioner is not None and self.cfg.questioner.mode != "off":
+            base["questioner"] = req.questioner  # the tier conditions on it and drops it (pet.questioner.condition)
         route: dict[str, Any] = {}
         domain = req.domain
         if req.tier is not Tier.t and domain is None:

@@ -82,6 +82,8 @@ class GenerateRequest(BaseModel):
     top_p: StrictFloat | None = Field(None, gt=0, le=1)
     user: StrictStr | None = Field(None, max_length=256)
     request_id: StrictStr | None = Field(None, min_length=1, max_length=128)
+    questioner: dict[str, Any] | None = Field(
+        None, description="the asker's profile (pet.questioner.profile), checked against questioner.* by the gateway")
 
     _text = field_validator("prompt", "domain", "user", "request_id")(lambda v: unicode_text(v))
 

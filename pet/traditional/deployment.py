@@ -18,6 +18,7 @@ from typing import Any
 from ray import serve
 
 from pet.models.engine import ModelLock, check_payload, generation_result, resolve_payload, run_batch
+from pet.questioner.condition import Conditioner
 
 
 def load_tier_model(model_ref: str, models_dir: str | None, threads: int) -> Any:
@@ -42,11 +43,21 @@ class Traditional:
         self.cfg = PetConfig.model_validate(cfg_dict)
         tc = self.cfg.traditional
         self.lm = load_tier_model(tc.model, self.cfg.models_dir, tc.torch_threads)
+        self.conditioner = Conditioner.from_config(self.cfg, self._fingerprint_if_learned())
         self.lock = ModelLock()
         self.batching = tc.batching.enabled
         self._batched.set_max_batch_size(tc.batching.max_batch_size)
         self._batched.set_batch_wait_timeout_s(tc.batching.batch_wait_timeout_s)
         self.batch_sizes: dict[int, int] = {}  # histogram of batch sizes seen, for stats()
+
+    def _fingerprint_if_learned(self) -> str | None:
+        """T's fingerprint, which a learned questioner encoder must have been trained on (only computed then)."""
+        if self.cfg.questioner.mode != "learned":
+            return None
+        from pet.paths import resolve_model
+        from pet.traditional.versions import model_fingerprint
+
+        return model_fingerprint(resolve_model(self.cfg.traditional.model, self.cfg.models_dir))
 
     def _run(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
         with self.lock:
@@ -60,7 +71,7 @@ class Traditional:
     async def generate(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Answer one payload; the result carries ``text``, ``signals``, ``usage`` (or ``error``)."""
         t0 = time.perf_counter()
-        payload = resolve_payload(payload, self.cfg.traditional.generation)
+        payload = resolve_payload(self.conditioner.apply(payload), self.cfg.traditional.generation)
         bad = await asyncio.to_thread(check_payload, self.lm, payload)
         if bad is not None:
             return bad
@@ -75,11 +86,14 @@ class Traditional:
         """Yield the answer as text pieces while it is generated (unbatched)."""
         from transformers import TextIteratorStreamer
 
-        payload = resolve_payload(payload, self.cfg.traditional.generation)
+        payload = resolve_payload(self.conditioner.apply(payload), self.cfg.traditional.generation)
         lm = self.lm
         lm.check_prompt(payload["prompt"])  # PromptError before the stream starts
         text = lm.render(payload["prompt"])
-        enc = lm.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        ids = lm.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        enc = {"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"]}
+        if payload.get("soft_prompt") is not None:  # a questioner's learned profile: embeddings, not ids
+            enc = lm.soft_prompt_inputs([text], [payload["soft_prompt"]])
         streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=120)
         sample = payload["temperature"] > 0
         kwargs: dict[str, Any] = dict(max_new_tokens=payload["max_new_tokens"], do_sample=sample,
@@ -92,7 +106,7 @@ class Traditional:
 
         def work() -> None:
             with self.lock, lm.torch.inference_mode():
-                lm.model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs)
+                lm.model.generate(**enc, **kwargs)
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()

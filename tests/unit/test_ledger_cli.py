@@ -32,10 +32,10 @@ def test_show_prints_a_table_per_user_and_tier_with_totals(ledger_file: Path, ca
     out = capsys.readouterr().out.splitlines()
     header = out[1].split()
     assert header == ["user", "tier", "requests", "prompt_tokens", "completion_tokens", "tokens", "cost",
-                      "samples", "rewards", "balance"]
+                      "samples", "rewards", "balance", "shared_bytes"]
     rows = {(c[0], c[1]): c for c in (line.split() for line in out[3:])}
     assert set(rows) == {("alice", "e"), ("alice", "t"), ("alice", "*"), ("bob", "p")}
-    assert rows[("alice", "*")][2:] == ["2", "1400", "1600", "3000", "2.0000", "300", "3.0000", "1.0000"]
+    assert rows[("alice", "*")][2:] == ["2", "1400", "1600", "3000", "2.0000", "300", "3.0000", "1.0000", "0"]
     assert rows[("bob", "p")][6] == "0.0000"
 
 

@@ -7,7 +7,7 @@ are the embedded defaults, and ``deployments/default.yaml`` spells them out (a t
 
 The sections live beside this module: :mod:`.base` (StrictModel, builtin model names), :mod:`.tiers` (T, E, P,
 embedding, router, crypto, ledger), :mod:`.personal` (personalisation, distillation), :mod:`.serve` (Ray Serve
-options, HTTP, gateway).
+options, HTTP, gateway), :mod:`.questioner` (questioner profiles).
 
 Check a file with ``pet config check deployments/default.yaml``.
 """
@@ -20,6 +20,7 @@ from pydantic import Field
 
 from pet.config.schema.base import StrictModel
 from pet.config.schema.personal import PersonalizationConfig
+from pet.config.schema.questioner import QuestionerConfig
 from pet.config.schema.serve import ServeConfig
 from pet.config.schema.tiers import (
     CryptoConfig,
@@ -48,3 +49,4 @@ class PetConfig(StrictModel):
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     personalization: PersonalizationConfig = Field(default_factory=PersonalizationConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    questioner: QuestionerConfig = Field(default_factory=QuestionerConfig)

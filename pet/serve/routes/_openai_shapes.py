@@ -109,6 +109,8 @@ class ChatRequest(BaseModel):
     stop: StrictStr | list[StrictStr] | None = None
     user: StrictStr | None = Field(None, max_length=256)
     safety_identifier: StrictStr | None = Field(None, max_length=256)
+    pet_questioner: dict[str, Any] | None = Field(
+        None, description="pet extension: the asker's questioner profile (see docs/questioner.md)")
 
     @field_validator("stop")
     @classmethod

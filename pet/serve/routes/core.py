@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from pet.questioner.profile import payload_bytes
 from pet.router.defaults import router_in_force
 from pet.serve.bodies import open_body, read_json, seal_reply, sealed_error
 from pet.serve.metrics import RequestTimer, gateway_metrics
@@ -23,6 +24,12 @@ from pet.serve.schemas import ApiError
 from pet.serve.status import app_status, experts_info, traditional_info
 
 STATUS_CACHE_S = 2.0
+
+
+def shared_data(payload: dict[str, Any]) -> dict[str, int] | None:
+    """What the ledger counts as shared for a request: the size of its questioner profile (never the profile)."""
+    profile = payload.get("questioner")
+    return {"questioner_profile": payload_bytes(profile)} if profile is not None else None
 
 
 class CoreRoutes:
@@ -45,7 +52,7 @@ class CoreRoutes:
             # Metering never fails or delays a user request: the ledger write (an fsync with synchronous=FULL,
             # ~7 ms) runs after the response is on its way; the Meter counts its own failures.
             user = payload.get("user") or getattr(reply, "user_id", None)
-            self.in_background(self.meter.arecord_result(result, user))
+            self.in_background(self.meter.arecord_result(result, user, shared_data(payload)))
             response = JSONResponse(seal_reply(reply, result))
             response.headers["Server-Timing"] = timer.server_timing()
             return response

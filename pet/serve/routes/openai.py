@@ -32,6 +32,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from pet.questioner.profile import ProfileError, parse_profile, payload_bytes
 from pet.serve.bodies import read_json
 from pet.serve.dispatch import replica_died
 from pet.serve.routes import route
@@ -129,6 +130,8 @@ class _Call:
                "request_id": self.rid}
         if self.domain is not None:
             out["domain"] = self.domain
+        if self.req.pet_questioner is not None:
+            out["questioner"] = self.req.pet_questioner
         return out
 
     async def generate(self) -> dict[str, Any]:
@@ -148,7 +151,10 @@ class _Call:
         return result
 
     async def meter(self, tier: str, prompt_tokens: int, completion_tokens: int) -> bool | None:
-        """Record the answered request (never raises)."""
+        """Record the answered request and the size of a profile it carried (never raises)."""
+        if self.req.pet_questioner is not None:
+            await self.gw.meter.arecord_shared(self.rid, self.user, tier,
+                                               {"questioner_profile": payload_bytes(self.req.pet_questioner)})
         return await self.gw.meter.arecord_usage(self.rid, self.user, tier, prompt_tokens, completion_tokens)
 
     # -- streaming ---------------------------------------------------------------------------------------------
@@ -170,6 +176,13 @@ class _Call:
         self._check_t_limits()
         t_payload = {"prompt": self.messages, "max_new_tokens": payload["max_new_tokens"],
                      "temperature": self.req.temperature, "top_p": self.req.top_p}
+        if self.req.pet_questioner is not None:  # /v1/generate validates it for the other models
+            try:
+                parse_profile(self.req.pet_questioner, self.gw.cfg.questioner)
+            except ProfileError as err:
+                raise OpenAIError(400, str(err), "invalid_profile", "pet_questioner") from None
+            if self.gw.cfg.questioner.mode != "off":
+                t_payload["questioner"] = self.req.pet_questioner
         gen = self.gw.traditional.options(stream=True).generate_stream.remote(t_payload)
         try:
             first = await asyncio.wait_for(gen.__anext__(), timeout=self.gw.cfg.serve.gateway.request_timeout_s)
