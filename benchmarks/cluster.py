@@ -227,7 +227,10 @@ def table(result: dict) -> str:
     for i, t in enumerate(result["node_loss"], 1):
         lines.append(f"| {i} | {t['requests']} | {t['lost']} | {t['in_flight_at_kill']} | "
                      f"{t['longest_over_kill_s']:.1f} | {t['e_fallback_to_t']}/{t['e_requests']} | "
-                     f"{t['t_back_to_2_on_head_s']:.1f} |")
+                     f"{t['t_back_to_2_on_head_s'] or 'not within 300'} |")
+    m = result["machine"]
+    lines.append(f"\n{m['cpu']}, {m['nproc']} cores, load {m['load_avg_1m']} at the start; {result['started']} to "
+                 f"{result.get('finished', '?')}.")
     return "\n".join(lines)
 
 
