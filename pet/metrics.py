@@ -1,6 +1,8 @@
-"""The two quality measures every tier reports: ROUGE-L of an answer and perplexity of a causal LM.
+"""The quality measures every tier reports: ROUGE-1/ROUGE-L of an answer and perplexity of a causal LM.
 
     rouge_l(prediction, reference)                          # F-measure in [0, 1]
+    r1, rl = rouge_1_l(prediction, reference)               # both F-measures in one scoring
+    output_stats(predictions)                               # mean words, repetition and empty share
     ppl, n = perplexity(model, rows, pad_id)                # rows: (token ids, labels), -100 = not scored
     ppl = text_perplexity(model, tokenizer, texts)          # every token after the first of each text
 
@@ -28,12 +30,45 @@ Item = str | tuple[str, str]  # a text, or (prefix, text): only the continuation
 def _scorer() -> Any:
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"])
+    return rouge_scorer.RougeScorer(["rouge1", "rougeL"])
+
+
+def rouge_1_l(prediction: str, reference: str) -> tuple[float, float]:
+    """(ROUGE-1, ROUGE-L) F-measures of ``prediction`` against ``reference`` (0 when either has no tokens)."""
+    s = _scorer().score(reference, prediction)
+    return float(s["rouge1"].fmeasure), float(s["rougeL"].fmeasure)
 
 
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F-measure of ``prediction`` against ``reference`` (0 when either has no tokens)."""
-    return float(_scorer().score(reference, prediction)["rougeL"].fmeasure)
+    return rouge_1_l(prediction, reference)[1]
+
+
+def repetition(text: str, n: int = 2) -> float:
+    """Share of the word ``n``-grams of ``text`` that repeat an earlier one (0: no loop; 0 when too short).
+
+    Words are rouge-score's tokens, so repetition and ROUGE see the same text.
+    """
+    from rouge_score import tokenize
+
+    words = tokenize.tokenize(text, None)
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def output_stats(predictions: Sequence[str]) -> dict[str, float]:
+    """Mean words per output (rouge-score tokens), mean :func:`repetition`, and the share of empty outputs.
+
+    Reported beside ROUGE so that a length or looping artefact is told apart from a worse model.
+    """
+    from rouge_score import tokenize
+
+    if not predictions:
+        return {"words": 0.0, "repetition": 0.0, "empty": 0.0}
+    lengths = [len(tokenize.tokenize(p, None)) for p in predictions]
+    return {"words": sum(lengths) / len(lengths),
+            "repetition": sum(repetition(p) for p in predictions) / len(predictions),
+            "empty": sum(n == 0 for n in lengths) / len(lengths)}
 
 
 def encode_items(tok: Any, items: Sequence[Item], max_len: int) -> list[Row]:

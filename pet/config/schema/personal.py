@@ -33,6 +33,29 @@ class AugmentFilterConfig(StrictModel):
         return self
 
 
+class PersonalGenerationConfig(StrictModel):
+    """How the personalised P writes a user's next message when it is evaluated (greedy unless ``do_sample``).
+
+    Generation stops at the end of the chat turn (``<|im_end|>``) and keeps the first line.
+    """
+
+    max_new_tokens: int = Field(24, ge=1, le=512, description="tokens P may write for one message")
+    min_new_tokens: int = Field(0, ge=0, le=64, description="tokens P must write before it may end the turn")
+    repetition_penalty: float = Field(
+        1.2, ge=1, le=5, description="transformers repetition penalty (1: off); it also penalises prompt tokens")
+    no_repeat_ngram_size: int = Field(3, ge=0, le=16, description="no token n-gram of this size twice (0: off)")
+    do_sample: bool = Field(False, description="sample instead of greedy decoding")
+    temperature: float = Field(0.7, gt=0, le=5, description="sampling temperature (with do_sample)")
+    top_p: float = Field(0.9, gt=0, le=1, description="nucleus mass (with do_sample)")
+    seed: int = Field(0, description="sampling seed (with do_sample)")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PersonalGenerationConfig:
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError("min_new_tokens must be <= max_new_tokens")
+        return self
+
+
 class PersonalizationConfig(StrictModel):
     """Per-user personalisation: encrypted store, share selection, cloud augmentation, device LoRA."""
 
@@ -65,6 +88,8 @@ class PersonalizationConfig(StrictModel):
     learning_rate: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate")
     max_seq_len: int = Field(96, ge=8, le=4096, description="tokens per training example (longer are truncated)")
     context_turns: int = Field(3, ge=0, le=64, description="previous conversation turns kept as context")
+    generation: PersonalGenerationConfig = Field(
+        default_factory=PersonalGenerationConfig, description="decoding of the personalised P's messages")
     export_quantize: Literal["none", "int8", "int4"] = Field("int8", description="quantisation of the exported bundle")
     torch_threads: int = Field(1, ge=1, le=64, description="torch threads for device-side training")
     seed: int = Field(0, description="seed for share selection, prompts and training")
