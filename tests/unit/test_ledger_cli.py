@@ -44,7 +44,7 @@ def test_show_filters_by_user_and_since(ledger_file: Path, capsys):
     lines = capsys.readouterr().out.splitlines()[3:]
     # the January T request is filtered out; the expert reward shares the e row with the March request
     assert [line.split() for line in lines] == [
-        ["alice", "e", "1", "1000", "1000", "2000", "1.0000", "300", "3.0000", "2.0000"]]
+        ["alice", "e", "1", "1000", "1000", "2000", "1.0000", "300", "3.0000", "2.0000", "0"]]
 
 
 def test_export_csv_events_and_summary(ledger_file: Path, tmp_path: Path, capsys):

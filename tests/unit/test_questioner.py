@@ -94,9 +94,10 @@ def test_the_builder_picks_the_nearest_messages_and_fits_the_byte_cap():
     p = b.for_query("hiking boots on sale")  # the query itself is never its own exemplar
     assert len(p.exemplars) == 2 and "hiking boots on sale" not in p.exemplars
     assert abs(np.linalg.norm(p.vector()) - 1) < 1e-3
-    tight = ProfileBuilder(texts, emb, QuestionerConfig(exemplars=3, max_profile_bytes=2 * 4096))
-    small = tight.for_query("anything")
-    assert small.nbytes() <= 2 * 4096 and len(small.exemplars) < 3
+    bare = ProfileBuilder(texts, emb, QuestionerConfig(exemplars=0)).for_query("anything").nbytes()
+    tight = ProfileBuilder(texts, emb, QuestionerConfig(exemplars=3, max_profile_bytes=bare + 40))
+    small = tight.for_query("anything")  # exemplars (and their embedding) are dropped until the profile fits
+    assert small.nbytes() <= bare + 40 and len(small.exemplars) < 3
     with pytest.raises(ProfileError):
         ProfileBuilder([" "], emb, QuestionerConfig())
 
@@ -217,9 +218,12 @@ def test_bad_profiles_are_refused_with_422_naming_the_field(gateway):
     short = _profile()
     short["embedding"] = short["embedding"][:10]
     many = _profile((CANARY,) * 4)
-    big = _profile((CANARY * 9,) * 3)
+    long = {**_profile(), "exemplars": [CANARY * 9] * 3}
+    huge = {**_profile(), "exemplars": [CANARY * 36] * 3, "embedding": [0.0123456789012345] * DIM,
+            "exemplar_embedding": [0.0123456789012345] * DIM}
     for bad, field in [(short, "questioner.embedding"), (many, "questioner.exemplars"),
-                       ("not an object", "questioner"), (big, "questioner.exemplars")]:
+                       ("not an object", "questioner"), (long, "questioner.exemplars"),
+                       (huge, "questioner: the profile is")]:
         r = client.post("/v1/generate", json={"prompt": "hi", "tier": "t", "questioner": bad})
         assert r.status_code == 422, r.text
         assert field in r.json()["error"]["message"] and "zebra" not in r.text
