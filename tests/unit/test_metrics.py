@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pet.metrics import perplexity, rouge_l, text_perplexity
+from pet.metrics import output_stats, perplexity, repetition, rouge_1_l, rouge_l, text_perplexity
 
 
 def test_rouge_l_known_values():
@@ -16,6 +16,18 @@ def test_rouge_l_known_values():
     assert rouge_l("", "the cat") == 0.0
     # LCS "the cat" (2): precision 2/3, recall 2/4 -> F1 = 4/7; case and punctuation do not count
     assert rouge_l("The cat, sat!", "the big cat ran") == pytest.approx(4 / 7)
+
+
+def test_rouge_1_and_output_stats():
+    # unigram overlap a, c, d (3 of 4 each side) = LCS here; ROUGE-1 counts order-free matches
+    assert rouge_1_l("a b c d", "a c d e") == pytest.approx((0.75, 0.75))
+    r1, rl = rouge_1_l("d c b a", "a b c d")
+    assert r1 == pytest.approx(1.0) and rl == pytest.approx(0.25)
+    assert repetition("ha ha ha ha") == pytest.approx(2 / 3) and repetition("one") == 0.0
+    assert repetition("see you soon") == 0.0
+    s = output_stats(["", "yes yes yes", "hi there"])
+    assert s == pytest.approx({"words": 5 / 3, "repetition": 1 / 6, "empty": 1 / 3})
+    assert output_stats([]) == {"words": 0.0, "repetition": 0.0, "empty": 0.0}
 
 
 def test_perplexity_scores_only_labelled_positions(tiny_lm):
