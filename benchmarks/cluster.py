@@ -63,13 +63,6 @@ def graph_config(root: Path, port: int, t_deployment: dict[str, Any],
     return path
 
 
-def read_url() -> str:
-    """The proxy URL the last ``pet deploy`` recorded."""
-    from pet.serve.control import read_state
-
-    return read_state()["url"]
-
-
 def deploy(path: Path, address: str) -> str:
     """``pet deploy PATH --address ADDRESS`` as a user runs it (returns once the gateway answers); the proxy URL."""
     from pet.serve.control import read_state
@@ -262,13 +255,14 @@ def throughput_phase(args: argparse.Namespace, cluster: Any, root: Path, port: i
     for rnd in range(1, args.rounds + 1):
         for n in (1, 2):
             path = first if n == 1 else graph_config(root, port, spread(2, per_node=1))
-            placed = wait_running(deploy(path, cluster.address), n)
+            url = deploy(path, cluster.address)
+            placed = wait_running(url, n)
             nodes = sorted("head" if p["head"] else "worker" for p in placed)
             if nodes != (["worker"] if n == 1 else ["head", "worker"]):
                 raise RuntimeError(f"T x{n} is not placed as asked: {placed}")
             print(f"[round {rnd}/{args.rounds}] T x{n} on {' + '.join(nodes)}: {args.seconds:.0f} s at concurrency "
                   f"{args.concurrency}", flush=True)
-            row = {"round": rnd, "replicas": n, **throughput(read_url(), args.concurrency, args.seconds,
+            row = {"round": rnd, "replicas": n, **throughput(url, args.concurrency, args.seconds,
                                                               args.max_new_tokens)}
             print(f"      {row['req_per_s']:.2f} req/s, {row['tokens_per_s']:.1f} tokens/s, p50 {row['p50_s']:.1f} s",
                   flush=True)
@@ -305,11 +299,11 @@ def run(args: argparse.Namespace, root: Path) -> dict:
     from pet.expert.registry import ExpertRegistry
     from pet.expert.starter import install_starters
     from pet.io import atomic_write_json
-    from pet.serve.cluster import LocalCluster, _free_port, cluster_file
+    from pet.serve.cluster import LocalCluster, cluster_file, free_port
     from pet.serve.control import serve_env
 
     install_starters(ExpertRegistry(root / "experts"), names=("python",))
-    port = _free_port()
+    port = free_port()
     first = graph_config(root, port, spread(1, pin="node_w1"))
     cluster = LocalCluster(workers=1, num_cpus=1, env=serve_env(load_config(first)))
     result: dict[str, Any] = {"machine": machine_info(), "started": utc_now(), "args": vars(args)}
@@ -319,7 +313,7 @@ def run(args: argparse.Namespace, root: Path) -> dict:
         result["throughput"] = throughput_phase(args, cluster, root, port, first)
         result["node_loss"] = []
         for trial in range(args.trials):
-            url, placed = spread_t(cluster, root, port)
+            url, _ = spread_t(cluster, root, port)
             print(f"[3/3] node loss, trial {trial + 1}/{args.trials}: killing w1 under load", flush=True)
             t = node_loss(cluster, url, args.loss_clients, args.max_new_tokens)
             print(f"      {t['requests']} requests, {t['lost']} lost, T back after {t['t_back_to_2_on_head_s']} s",

@@ -36,12 +36,6 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _demo(args: argparse.Namespace) -> int:
     from pet.config.loader import load_config
     from pet.demo import SESSION, ledger_rows, run_session, summarize, summary_table
@@ -50,11 +44,12 @@ def _demo(args: argparse.Namespace) -> int:
     from pet.personal.bundle.sign import trusted_public_key_path
     from pet.personal.device import DeviceClient
     from pet.personal.runtime import BundleError, load_model
+    from pet.serve.cluster import free_port
     from pet.serve.control import deploy, stop_local
 
     cfg = load_config(args.file)
     if not _port_free(cfg.serve.http.host, cfg.serve.http.port):
-        port = _free_port()
+        port = free_port()
         print(f"demo: port {cfg.serve.http.port} is taken; using {port}")
         cfg.serve.http.port = port
     t0 = time.monotonic()

@@ -34,7 +34,8 @@ HEAD = "head"
 OBJECT_STORE_BYTES = 256 * 1024 * 1024  # per node; Ray's default (30 % of RAM each) is far more than pet moves
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -71,8 +72,8 @@ class LocalCluster:
 
     def __init__(self, workers: int = 1, num_cpus: float = 1, env: dict[str, str] | None = None,
                  port: int | None = None) -> None:
-        self.port = port or _free_port()
-        self.dashboard_port = _free_port()
+        self.port = port or free_port()
+        self.dashboard_port = free_port()
         self.num_cpus = num_cpus
         self.env = dict(env or {})
         self.root = Path(f"/tmp/petray-{self.port}")  # short: Ray's socket paths under it must stay < 108 chars
@@ -101,7 +102,7 @@ class LocalCluster:
         # Nodes on one host must not share the agent's fixed default port; a small object store keeps memory low.
         cmd = [_ray_cli(), "start", *args, "--node-ip-address", "127.0.0.1", "--num-cpus", f"{self.num_cpus:g}",
                "--resources", resources, "--temp-dir", str(temp), "--disable-usage-stats",
-               "--dashboard-agent-listen-port", str(_free_port()), "--object-store-memory", str(OBJECT_STORE_BYTES)]
+               "--dashboard-agent-listen-port", str(free_port()), "--object-store-memory", str(OBJECT_STORE_BYTES)]
         self.nodes[name] = str(temp)
         out = subprocess.run(cmd, env=cluster_env(self.env), capture_output=True, text=True, timeout=180)
         if out.returncode != 0:
@@ -113,7 +114,7 @@ class LocalCluster:
         try:
             self._ray_start(HEAD, ["--head", "--port", str(self.port), "--dashboard-host", "127.0.0.1",
                                    "--dashboard-port", str(self.dashboard_port),
-                                   "--ray-client-server-port", str(_free_port())])
+                                   "--ray-client-server-port", str(free_port())])
             for name in self.worker_names:
                 self.add_worker(name)
         except BaseException:
