@@ -9,7 +9,8 @@ fallbacks, or "degraded" when the gateway was unreachable or slow and P answered
 
     pet chat --bundle B --url URL --user alice --share-profile --store ~/.pet/store --key-file ~/.pet/device.key
 
-``--share-profile`` (or ``questioner.share: true`` in this device's config; off by default) attaches a questioner
+``--share-profile`` (or ``questioner.share: true`` in this device's config, or ``pet store share-profile ... on``
+for the user's store; all off by default) attaches a questioner
 profile made from the user's encrypted store to every escalated request, inside the same sealed envelope, so E
 and T answer this user; the answer line says how many bytes were shared. See docs/questioner.md.
 """
@@ -50,16 +51,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _questioner(args: argparse.Namespace, cfg) -> object | None:
-    """The profile builder when the user opted in (flag or config), else None: then nothing is shared."""
-    if not (args.share_profile or cfg.questioner.share):
-        return None
-    if not args.store:
-        raise CLIError("sharing a questioner profile needs --store (and --key-file or a passphrase)")
+    """The profile builder when the user opted in (flag, config or the store's choice), else None: nothing shared."""
     from pet.cli.personalize import _guard, _open_store
+
+    opted_in = args.share_profile or cfg.questioner.share
+    try:
+        store = _open_store(args, cfg) if args.store else None
+    except CLIError:
+        if opted_in:
+            raise
+        return None  # a store given without its key cannot have opted in
+    if not opted_in and store is not None and args.user in store.users():
+        opted_in = _guard(store.share_profile, args.user)  # `pet store share-profile ... on`
+    if not opted_in:
+        return None
+    if store is None:
+        raise CLIError("sharing a questioner profile needs --store (and --key-file or a passphrase)")
     from pet.models.embed import embedder_from_config
     from pet.questioner.profile import ProfileBuilder, ProfileError
 
-    texts = _guard(_open_store(args, cfg).texts, args.user)
+    texts = _guard(store.texts, args.user)
     try:
         return ProfileBuilder(texts, embedder_from_config(cfg), cfg.questioner)
     except ProfileError as err:

@@ -3,6 +3,7 @@
     pet store keygen --out ~/.pet/device.key
     pet store add --store ~/.pet/store --key-file ~/.pet/device.key --user alice --file chats.jsonl
     pet store list|export|delete --store ~/.pet/store --key-file ~/.pet/device.key --user alice ...
+    pet store share-profile --store ~/.pet/store --key-file ~/.pet/device.key --user alice on|off|status
     pet personalize --user alice --store ~/.pet/store --key-file ~/.pet/device.key --share 0.3 \\
         --synthetic 32 --url http://127.0.0.1:8000 --out bundles/alice
 
@@ -82,6 +83,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--user", required=True)
     ex.add_argument("--out", required=True)
     ex.set_defaults(func=_export)
+    sp = ss.add_parser("share-profile", help="opt this device in or out of sending questioner profiles "
+                                             "(docs/questioner.md; off until turned on)")
+    _key_args(sp)
+    sp.add_argument("--user", required=True)
+    sp.add_argument("state", choices=("on", "off", "status"), help="turn sharing on or off, or show it")
+    sp.set_defaults(func=_share_profile)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -162,6 +169,15 @@ def _export(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     out = _guard(_open_store(args, cfg).export, args.user, args.out)
     print(f"wrote {out} (plaintext: protect it)")
+    return 0
+
+
+def _share_profile(args: argparse.Namespace) -> int:
+    store = _open_store(args, _config(args.config))
+    if args.state != "status":
+        _guard(store.set_share_profile, args.user, args.state == "on")
+    on = _guard(store.share_profile, args.user)
+    print(f"questioner profiles for {args.user}: {'shared with escalated requests' if on else 'not shared'}")
     return 0
 
 

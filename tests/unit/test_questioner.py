@@ -357,3 +357,37 @@ def test_soft_prompts_change_the_score_and_one_training_step_runs(tiny_lm):
     assert all(p.requires_grad is False for p in tiny_lm.model.parameters())
     for p in tiny_lm.model.parameters():  # the session's tiny model is shared with other tests
         p.requires_grad_(True)
+
+
+def test_the_store_keeps_the_opt_in_and_pet_chat_follows_it(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from pet.cli.chat import _questioner
+    from pet.cli.main import build_parser
+    from pet.personal.personalize.store import PersonalStore, StoreAuthError, StoreKey
+
+    key_file = StoreKey.generate(tmp_path / "device.key")
+    store = PersonalStore(tmp_path / "store", StoreKey.from_file(key_file))
+    store.append("alice", ["tea is lovely", "rain again today"])
+    assert store.share_profile("alice") is False  # off until the user turns it on
+    monkeypatch.setattr("pet.models.embed.embedder_from_config", lambda cfg: HashEmbedder())
+    cli = ["--store", str(tmp_path / "store"), "--key-file", str(key_file), "--user", "alice"]
+
+    def chat_args(*extra):
+        return build_parser().parse_args(["chat", "--bundle", "b", *cli, *extra])
+
+    assert _questioner(chat_args(), PetConfig()) is None
+    args = build_parser().parse_args(["store", "share-profile", *cli, "on"])
+    assert args.func(args) == 0 and "shared with escalated requests" in capsys.readouterr().out
+    assert store.share_profile("alice") is True and len(store.records("alice")) == 2
+    store.append("alice", "one more")  # later writes keep the choice
+    assert isinstance(_questioner(chat_args(), PetConfig()), ProfileBuilder)
+    args = build_parser().parse_args(["store", "share-profile", *cli, "off"])
+    assert args.func(args) == 0 and _questioner(chat_args(), PetConfig()) is None
+    assert _questioner(argparse.Namespace(**{**vars(chat_args()), "key_file": None}), PetConfig()) is None
+
+    # the choice is authenticated: flipping it in the file without the key breaks the store, it does not opt in
+    path = store.path("alice")
+    path.write_bytes(path.read_bytes().replace(b'"share_profile": false', b'"share_profile": true'))
+    with pytest.raises(StoreAuthError):
+        store.share_profile("alice")

@@ -15,6 +15,7 @@ the file on disk is always either the old or the new store; on any error it is l
     store = PersonalStore("~/.pet/store", key)
     rid = store.append("alice", "on my way, see you at 8")
     store.list("alice"); store.delete("alice", rid); store.export("alice", "alice.jsonl")
+    store.set_share_profile("alice", True)            # opt in to questioner profiles on this device
 """
 
 from __future__ import annotations
@@ -229,6 +230,19 @@ class PersonalStore:
             raise StoreError(f"user {user!r} has no record {record_id!r}")
         self._write(user, header, kept)
         return 1
+
+    def share_profile(self, user: str) -> bool:
+        """Whether ``user`` opted in on this device to send questioner profiles (pet.questioner; off by default).
+
+        The choice lives in the store file's header, which the ciphertext authenticates: changing it takes the
+        store's key, so no process without the key can turn sharing on.
+        """
+        return bool(self._read(user)[0].get("share_profile", False))
+
+    def set_share_profile(self, user: str, on: bool) -> None:
+        """Record the opt-in (or opt-out) for ``user``; one atomic rewrite, records unchanged."""
+        header, records = self._read(user)
+        self._write(user, {**header, "share_profile": bool(on)}, records)
 
     def export(self, user: str, out: str | Path) -> Path:
         """Write the user's records as plaintext JSON lines (atomically); the caller chose to decrypt them."""
