@@ -38,6 +38,7 @@ class Questioner:
 
     id: str
     history: list[str] = field(default_factory=list)  # their own messages in the earlier half of conversations
+    received: list[str] = field(default_factory=list)  # partners' replies to them in that earlier half
     dialogues: list[Dialogue] = field(default_factory=list)  # from the later half
 
 
@@ -81,8 +82,9 @@ def load_questioners(min_conversations: int = 8, context_turns: int = 2, data: A
         items.sort()
         half = len(items) // 2
         q = Questioner(who)
-        for _, _, turns in items[:half]:
+        for _, cid, turns in items[:half]:
             q.history.extend(t for s, t in turns if s == who)
+            q.received.extend(d.reply for d in _dialogues(cid, turns, who, 0))
         for _, cid, turns in items[half:]:
             q.dialogues.extend(_dialogues(cid, turns, who, context_turns))
         if q.history and q.dialogues:
