@@ -391,3 +391,22 @@ def test_the_store_keeps_the_opt_in_and_pet_chat_follows_it(tmp_path, monkeypatc
     path.write_bytes(path.read_bytes().replace(b'"share_profile": false', b'"share_profile": true'))
     with pytest.raises(StoreAuthError):
         store.share_profile("alice")
+
+
+def test_questioners_split_by_time_with_the_replies_they_received():
+    """The earlier half of a sender's conversations is their history (own messages, replies received), the later
+    half their dialogues; a sender with too few conversations is left out."""
+    from pet.questioner.data import load_questioners
+
+    def conv(i: int, who: str, other: str) -> dict:
+        return {"start": f"2020-01-{i + 1:02d}", "messages": [
+            [{"sender": who, "text": f"q{i} from {who}"}], [{"sender": other, "text": f"reply{i} to {who}"}]]}
+
+    data = {f"c{i}": conv(i, "alice", "bob" if i % 2 else "carol") for i in range(4)}
+    data["x"] = conv(9, "dave", "erin")
+    qs = load_questioners(min_conversations=4, data=data)
+    assert set(qs) == {"alice"}  # bob/carol have 2 conversations each, dave/erin 1
+    a = qs["alice"]
+    assert a.history == ["q0 from alice", "q1 from alice"]
+    assert a.received == ["reply0 to alice", "reply1 to alice"]
+    assert [d.reply for d in a.dialogues] == ["reply2 to alice", "reply3 to alice"]
