@@ -42,8 +42,8 @@ class PersonalGenerationConfig(StrictModel):
     max_new_tokens: int = Field(24, ge=1, le=512, description="tokens P may write for one message")
     min_new_tokens: int = Field(0, ge=0, le=64, description="tokens P must write before it may end the turn")
     repetition_penalty: float = Field(
-        1.2, ge=1, le=5, description="transformers repetition penalty (1: off); it also penalises prompt tokens")
-    no_repeat_ngram_size: int = Field(3, ge=0, le=16, description="no token n-gram of this size twice (0: off)")
+        1.0, ge=1, le=5, description="transformers repetition penalty (1: off); it also penalises prompt tokens")
+    no_repeat_ngram_size: int = Field(0, ge=0, le=16, description="no token n-gram of this size twice (0: off)")
     do_sample: bool = Field(False, description="sample instead of greedy decoding")
     temperature: float = Field(0.7, gt=0, le=5, description="sampling temperature (with do_sample)")
     top_p: float = Field(0.9, gt=0, le=1, description="nucleus mass (with do_sample)")
